@@ -1,0 +1,167 @@
+"""The ``kernelbox`` command: ``serve``, ``run`` and ``doctor``.
+
+Only the CLI installs signal handlers (through anyio's signal receiver, which restores the
+previous handlers on exit); the library never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from ._cells import split_cells
+from ._client import KernelClient
+from ._errors import ExecutionError, KernelboxError
+from ._gateway import KernelGateway
+from ._results import ExecutionResult, OutputChunk
+
+logger = logging.getLogger("kernelbox.cli")
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"kernelbox: --env expects KEY=VALUE, got {pair!r}")
+        env[name] = value
+    return env
+
+
+def _add_gateway_options(parser: argparse.ArgumentParser, *, default_log_level: str) -> None:
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="inject a variable into every kernel's environment (repeatable)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="run the gateway and kernels inside the OS sandbox (srt)")
+    parser.add_argument("--sandbox-config", metavar="NAME_OR_PATH",
+                        help="sandbox preset name (default, pypi, ...) or settings JSON path")
+    parser.add_argument("--working-dir", metavar="DIR", help="the kernels' working directory")
+    parser.add_argument("--log-level", default=default_log_level,
+                        help=f"gateway log level (default {default_log_level})")
+
+
+def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", port: int = 0) -> KernelGateway:
+    return KernelGateway(
+        host=host,
+        port=port,
+        sandbox=args.sandbox,
+        sandbox_config=args.sandbox_config,
+        log_level=args.log_level,
+        env=_parse_env(args.env),
+        working_dir=args.working_dir,
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kernelbox", description="A local, stateful, sandboxed Python runtime for AI agents."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a gateway until SIGINT/SIGTERM")
+    serve.add_argument("--host", default="localhost", help="interface to listen on (default localhost)")
+    serve.add_argument("--port", type=int, default=8888, help="TCP port; 0 picks a free one (default 8888)")
+    serve.add_argument("--json", action="store_true", help="print the URL and token as one JSON line")
+    _add_gateway_options(serve, default_log_level="INFO")
+
+    run = commands.add_parser("run", help="run a Python file cell by cell (# %% cells) in one kernel")
+    run.add_argument("file", type=Path, help="the Python file; cells are split on '# %%' lines")
+    run.add_argument("--images-dir", type=Path, default=Path("images"),
+                     help="where images are saved (default ./images)")
+    run.add_argument("--timeout", type=float, default=600.0,
+                     help="seconds each cell may run (default 600)")
+    _add_gateway_options(run, default_log_level="WARNING")
+
+    commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    gateway = _gateway_from_args(args, host=args.host, port=args.port)
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with gateway:
+            if args.json:
+                print(json.dumps({"url": gateway.url, "token": gateway.token, "pid": gateway.pid}), flush=True)
+            else:
+                print(f"kernelbox gateway running at {gateway.url}", flush=True)
+                print(f"token: {gateway.token}", flush=True)
+            async with anyio.create_task_group() as tg:
+
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        logger.info("Received %s; stopping", signal.Signals(signum).name)
+                        tg.cancel_scope.cancel()
+                        return
+
+                tg.start_soon(stop_on_signal)
+                await gateway.join()
+                tg.cancel_scope.cancel()
+    return 0
+
+
+def _print_chunk(chunk: OutputChunk) -> None:
+    if chunk.output is not None and chunk.output.images:
+        return  # "<Figure size …>": the saved paths are printed instead
+    stream = sys.stderr if chunk.name == "stderr" else sys.stdout
+    stream.write(chunk)
+    stream.flush()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    try:
+        source = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"kernelbox: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    cells = split_cells(source)
+    async with _gateway_from_args(args) as gateway:
+        async with KernelClient(
+            host=gateway.host, port=gateway.port, token=gateway.token, images_dir=args.images_dir
+        ) as client:
+            for index, cell in enumerate(cells, start=1):
+                title = f" {cell.title}" if cell.title else ""
+                print(f"\n# %% [{index}/{len(cells)}]{title} (line {cell.line})", flush=True)
+                try:
+                    async for item in client.stream(cell.source, timeout=args.timeout):
+                        if isinstance(item, ExecutionResult):
+                            for image in item.images:
+                                print(f"[image saved: {image}]", flush=True)
+                        else:
+                            _print_chunk(item)
+                except ExecutionError as exc:
+                    print(f"\nkernelbox: cell {index} (line {cell.line}) failed:\n{exc}", file=sys.stderr)
+                    return 1
+                except TimeoutError as exc:
+                    print(f"\nkernelbox: cell {index} (line {cell.line}) timed out: {exc}", file=sys.stderr)
+                    return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "doctor":
+        from ._doctor import doctor
+
+        return doctor()
+    try:
+        if args.command == "serve":
+            return anyio.run(_serve, args)
+        return anyio.run(_run, args)
+    except KernelboxError as exc:
+        print(f"kernelbox: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,536 @@
+"""`KernelClient`: create a kernel on a gateway and execute code in it, streaming output.
+
+One client drives one kernel over the standard Jupyter REST + WebSocket API, so it works with
+kernelbox's gateway, a stock Kernel Gateway, Jupyter Server or Enterprise Gateway. A single
+reader task per WebSocket routes messages by the ``msg_id`` of the request they answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import anyio
+import anyio.abc
+import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from httpx_ws import HTTPXWSException, WebSocketDisconnect, aconnect_ws
+
+from . import _protocol
+from ._errors import (
+    AuthenticationError,
+    ExecutionError,
+    ExecutionTimeoutError,
+    GatewayConnectionError,
+    KernelDiedError,
+    KernelStartError,
+    NotConnectedError,
+)
+from ._results import ExecutionResult, OutputChunk, ResultBuilder, strip_ansi
+
+logger = logging.getLogger("kernelbox.client")
+
+DEFAULT_TIMEOUT_SECONDS = 120.0
+KERNEL_READY_TIMEOUT_SECONDS = 60.0
+INTERRUPT_GRACE_SECONDS = 5.0
+HTTP_TIMEOUT_SECONDS = 30.0
+MAX_WEBSOCKET_MESSAGE_BYTES = 128 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+# Messages buffered per execution between the reader task and the caller; when full, the
+# reader stops reading the socket (backpressure), so memory stays bounded.
+_EXECUTION_BUFFER_MESSAGES = 1024
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Closed:
+    """Sentinel routed to waiters when the WebSocket closes."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class KernelClient:
+    """A client that creates one kernel on a gateway and executes code in it.
+
+    ::
+
+        async with KernelClient(host=gw.host, port=gw.port, token=gw.token) as kc:
+            await kc.execute("x = 21")
+            result = await kc.execute("print(x * 2)")     # result.text == "42"
+
+    Use it as an async context manager, or call `connect()` and `disconnect()` from the same
+    task. Executions on one client run one at a time (concurrent calls wait their turn);
+    use several clients for parallel kernels.
+
+    Args:
+        host: the gateway's host name or address.
+        port: the gateway's TCP port.
+        images_dir: where images from outputs are saved; ``./images`` when None.
+        ping_interval: seconds between WebSocket keepalive pings; None disables them.
+        token: the gateway's auth token, sent as ``Authorization: token <token>``.
+        kernel_name: the kernelspec to start, e.g. ``"python3"``.
+        base_url: the full server URL, e.g. ``"https://jupyter.example.org:8888/user/x"``;
+            overrides `host` and `port` (http and https).
+        verify: TLS verification for https: True, False, or a CA bundle path.
+        max_output_bytes: text output kept per execution (UTF-8 bytes); beyond it output is
+            dropped and a visible marker added. None: no limit.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 8888,
+        images_dir: str | Path | None = None,
+        ping_interval: float | None = 10,
+        token: str | None = None,
+        kernel_name: str = "python3",
+        *,
+        base_url: str | None = None,
+        verify: bool | str = True,
+        max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES,
+    ) -> None:
+        if base_url is None:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+                raise ValueError(f"port must be an int between 1 and 65535, not {port!r}")
+            netloc = f"[{host}]" if ":" in host and not host.startswith("[") else host
+            base_url = f"http://{netloc}:{port}"
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.ws_base_url = urlunsplit(
+            ("wss" if parts.scheme == "https" else "ws", parts.netloc, parts.path.rstrip("/"), "", "")
+        )
+        self.images_dir = Path(images_dir) if images_dir is not None else Path.cwd() / "images"
+        self.ping_interval = ping_interval
+        self.token = token
+        self.kernel_name = kernel_name
+        self.verify = verify
+        self.max_output_bytes = max_output_bytes
+        self._trust_env = not _is_loopback(parts.hostname)
+
+        self._kernel_id: str | None = None
+        self._session_id = uuid.uuid4().hex
+        self._http: httpx.AsyncClient | None = None
+        self._ws: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._waiters: dict[str, MemoryObjectSendStream[dict[str, Any] | _Closed]] = {}
+        self._closed_error: Exception | None = None
+        self._execute_lock = anyio.Lock()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def kernel_id(self) -> str:
+        """The id of this client's kernel.
+
+        Raises:
+            NotConnectedError: `connect()` was not called, or `disconnect()` was.
+        """
+        if self._kernel_id is None:
+            raise NotConnectedError("the client has no kernel; call connect() or use 'async with'")
+        return self._kernel_id
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful `connect()` and `disconnect()`."""
+        return self._kernel_id is not None
+
+    async def __aenter__(self) -> KernelClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    # -- connect / disconnect ------------------------------------------------------------
+
+    async def connect(self, retries: int = 10, retry_interval: float = 1.0) -> None:
+        """Create a kernel and wait until it answers ``kernel_info``.
+
+        Args:
+            retries: how many more times to try when nothing answers at the URL.
+            retry_interval: seconds between those tries.
+
+        Raises:
+            RuntimeError: the client is already connected.
+            GatewayConnectionError: nothing answered after the retries.
+            AuthenticationError: the gateway refused the token.
+            KernelStartError: the kernel could not be created (e.g. unknown kernelspec; the
+                message lists the available ones) or did not become ready.
+        """
+        if self._kernel_id is not None:
+            raise RuntimeError("the client is already connected; call disconnect() first")
+        stack = AsyncExitStack()
+        try:
+            headers = {"Authorization": f"token {self.token}"} if self.token else {}
+            self._http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=self.base_url,
+                    headers=headers,
+                    timeout=HTTP_TIMEOUT_SECONDS,
+                    verify=self.verify,
+                    trust_env=self._trust_env,
+                )
+            )
+            kernel_id = await self._create_kernel(retries, retry_interval)
+            stack.push_async_callback(self._delete_kernel, kernel_id)
+            await self._open_channels(stack, kernel_id)
+            self._stack = stack
+            self._kernel_id = kernel_id
+            await self._wait_kernel_ready()
+        except BaseException:
+            self._stack = stack
+            await self.disconnect()
+            raise
+        logger.debug("Connected to kernel %s at %s", self._kernel_id, self.base_url)
+
+    async def disconnect(self) -> None:
+        """Close the WebSocket and shut the kernel down; does nothing when not connected."""
+        stack, self._stack = self._stack, None
+        self._kernel_id = None
+        if stack is None:
+            return
+        try:
+            # Not under a shield: the task groups in the stack (ours, httpx-ws's) must exit in
+            # the scope they were entered in. The kernel deletion shields itself.
+            await stack.aclose()
+        finally:
+            self._http = None
+            self._ws = None
+
+    async def reset(self) -> None:
+        """Replace the kernel with a fresh one: all variables and imports are gone.
+
+        Raises:
+            The errors of `connect()`.
+        """
+        await self.disconnect()
+        await self.connect()
+
+    async def interrupt(self) -> None:
+        """Send an interrupt (SIGINT for IPython) to the kernel, e.g. to stop a long run.
+
+        Raises:
+            NotConnectedError: no kernel.
+        """
+        await self._request("POST", f"/api/kernels/{self.kernel_id}/interrupt")
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._http is None:
+            raise NotConnectedError("the client has no kernel; call connect() or use 'async with'")
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayConnectionError(f"{method} {self.base_url}{path} failed: {exc!r}") from exc
+        if response.status_code == 401 or (
+            response.status_code == 403 and b"Resource Limit" not in response.content
+        ):
+            raise AuthenticationError(
+                f"the gateway at {self.base_url} refused the token (HTTP {response.status_code}); "
+                "pass the gateway's token (KernelGateway.token)"
+            )
+        return response
+
+    async def _create_kernel(self, retries: int, retry_interval: float) -> str:
+        attempt = 0
+        while True:
+            try:
+                response = await self._request("POST", "/api/kernels", json={"name": self.kernel_name})
+                break
+            except GatewayConnectionError:
+                if attempt >= retries:
+                    raise GatewayConnectionError(
+                        f"no gateway answered at {self.base_url} after {retries + 1} attempts"
+                    ) from None
+                attempt += 1
+                # A retry interval between attempts, not a readiness signal.
+                await anyio.sleep(retry_interval)
+        if response.status_code in (200, 201):
+            return str(response.json()["id"])
+        detail = _error_detail(response)
+        if response.status_code == 403:
+            raise KernelStartError(f"the gateway refused a new kernel: {detail} (kernel limit reached)")
+        available = await self._kernelspec_names()
+        if available is not None and self.kernel_name not in available:
+            raise KernelStartError(
+                f"unknown kernel name {self.kernel_name!r}; available kernelspecs: "
+                + ", ".join(sorted(available))
+            )
+        raise KernelStartError(f"the gateway could not start a kernel (HTTP {response.status_code}): {detail}")
+
+    async def _kernelspec_names(self) -> set[str] | None:
+        with contextlib.suppress(Exception):
+            response = await self._request("GET", "/api/kernelspecs")
+            if response.status_code == 200:
+                return set(response.json().get("kernelspecs", {}))
+        return None
+
+    async def _delete_kernel(self, kernel_id: str) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(HTTP_TIMEOUT_SECONDS):
+            with contextlib.suppress(Exception):
+                await self._request("DELETE", f"/api/kernels/{kernel_id}")
+
+    async def _open_channels(self, stack: AsyncExitStack, kernel_id: str) -> None:
+        url = (
+            f"{self.ws_base_url}/api/kernels/{quote(kernel_id)}/channels"
+            f"?session_id={self._session_id}"
+        )
+        try:
+            self._ws = await stack.enter_async_context(
+                aconnect_ws(
+                    url,
+                    self._http,
+                    max_message_size_bytes=MAX_WEBSOCKET_MESSAGE_BYTES,
+                    keepalive_ping_interval_seconds=self.ping_interval,
+                )
+            )
+        except (HTTPXWSException, httpx.HTTPError) as exc:
+            raise GatewayConnectionError(f"could not open the kernel WebSocket at {url}: {exc!r}") from exc
+        self._closed_error = None
+        reader = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(reader.cancel_scope.cancel)
+        reader.start_soon(self._read_messages)
+
+    async def _read_messages(self) -> None:
+        """The one reader of the WebSocket: route each message to the request it answers."""
+        try:
+            while True:
+                message = _protocol.decode(await self._ws.receive_text())
+                waiter = self._waiters.get(_protocol.parent_id(message) or "")
+                if waiter is not None:
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        await waiter.send(message)
+        except (HTTPXWSException, httpx.HTTPError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            if isinstance(exc, WebSocketDisconnect):
+                error: Exception = GatewayConnectionError(
+                    f"the kernel WebSocket closed (code {exc.code}{': ' + exc.reason if exc.reason else ''})"
+                )
+            else:
+                error = GatewayConnectionError(f"the kernel WebSocket failed: {exc!r}")
+            self._closed_error = error
+            for waiter in list(self._waiters.values()):
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
+                    waiter.send_nowait(_Closed(error))
+                waiter.close()  # a waiter whose buffer is full still sees the end
+
+    # -- requests ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _register(self, msg_id: str) -> Any:
+        send, receive = anyio.create_memory_object_stream[dict[str, Any] | _Closed](
+            _EXECUTION_BUFFER_MESSAGES
+        )
+        self._waiters[msg_id] = send
+        try:
+            yield receive
+        finally:
+            self._waiters.pop(msg_id, None)
+            send.close()
+            receive.close()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._closed_error is not None:
+            raise self._closed_error
+        try:
+            await self._ws.send_text(_protocol.encode(message))
+        except (HTTPXWSException, httpx.HTTPError) as exc:
+            raise GatewayConnectionError(f"could not send to the kernel: {exc!r}") from exc
+
+    async def _wait_kernel_ready(self) -> None:
+        request = _protocol.kernel_info_request(session=self._session_id)
+        with self._register(request["header"]["msg_id"]) as replies:
+            await self._send(request)
+            with anyio.move_on_after(KERNEL_READY_TIMEOUT_SECONDS):
+                async for message in replies:
+                    if isinstance(message, _Closed):
+                        raise message.error
+                    if message["header"]["msg_type"] == "kernel_info_reply":
+                        return
+        raise KernelStartError(
+            f"the kernel did not answer kernel_info within {KERNEL_READY_TIMEOUT_SECONDS:g} seconds"
+        )
+
+    async def execute(self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS) -> ExecutionResult:
+        """Execute `code` in the kernel and return its output once it has finished.
+
+        Variables, imports and definitions persist across calls, as in a notebook.
+
+        Args:
+            code: Python source, one or more statements; the last expression's value is
+                returned as a result, as in a notebook cell.
+            timeout: seconds to wait for the execution to finish; None waits forever.
+
+        Returns:
+            The `ExecutionResult`: ``text``, ``images``, ``stdout``, ``stderr``, ``outputs``.
+
+        Raises:
+            TypeError: `code` is not a str.
+            NotConnectedError: no kernel.
+            ExecutionError: the code raised; has ``ename``, ``evalue`` and ``traceback``.
+            ExecutionTimeoutError: the timeout passed (a `TimeoutError`). The kernel was
+                interrupted (``state_kept=True``) or, if it stayed busy, restarted
+                (``state_kept=False``); the client stays usable.
+            GatewayConnectionError: the connection to the gateway was lost.
+        """
+        result: ExecutionResult | None = None
+        async for item in self.stream(code, timeout=timeout):
+            if isinstance(item, ExecutionResult):
+                result = item
+        assert result is not None
+        return result
+
+    async def stream(
+        self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+    ) -> AsyncIterator[OutputChunk | ExecutionResult]:
+        """Execute `code`, yielding output as it arrives, then the `ExecutionResult` last.
+
+        Chunks are `OutputChunk` (a `str`): ``chunk.name`` is ``"stdout"`` or ``"stderr"``
+        for printed text, ``"execute_result"`` or ``"display_data"`` for the plain-text form
+        of a rich output (``chunk.output`` has its whole MIME bundle).
+
+        Args and raises: as `execute()`. If the caller stops iterating early, the code keeps
+        running in the kernel; later executions wait for it there.
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if timeout is not None and (math.isnan(timeout) or timeout <= 0):
+            raise ValueError(f"timeout must be positive seconds or None, not {timeout}")
+        kernel_id = self.kernel_id
+        async with self._execute_lock:
+            deadline = math.inf if timeout is None else anyio.current_time() + timeout
+            request = _protocol.execute_request(code, session=self._session_id)
+            builder = ResultBuilder(self.images_dir, self.max_output_bytes)
+            with self._register(request["header"]["msg_id"]) as messages:
+                await self._send(request)
+                reply: dict[str, Any] | None = None
+                idle = False
+                while reply is None or not idle:
+                    message = await self._next(messages, deadline)
+                    if message is None:
+                        await self._handle_timeout(kernel_id, messages, timeout)
+                        return
+                    channel = message.get("channel")
+                    msg_type = message["header"]["msg_type"]
+                    content = message.get("content") or {}
+                    if channel == "shell" and msg_type == "execute_reply":
+                        reply = content
+                        continue
+                    if channel != "iopub":
+                        continue
+                    chunk = None
+                    if msg_type == "status":
+                        idle = content.get("execution_state") == "idle"
+                    elif msg_type == "stream":
+                        chunk = builder.add_stream(content.get("name", "stdout"), content.get("text", ""))
+                    elif msg_type in ("execute_result", "display_data"):
+                        chunk = builder.add_rich(msg_type, content)
+                    if chunk:
+                        yield chunk
+            _raise_for_reply(reply)
+            if builder.execution_count is None:
+                builder.execution_count = reply.get("execution_count")
+            yield builder.build()
+
+    async def _next(
+        self, messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed], deadline: float
+    ) -> dict[str, Any] | None:
+        """The next message of this execution, or None when the deadline has passed."""
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            try:
+                message = await messages.receive()
+            except anyio.EndOfStream:
+                raise self._closed_error or GatewayConnectionError("the kernel WebSocket closed") from None
+            if isinstance(message, _Closed):
+                raise message.error
+            return message
+        return None
+
+    async def _handle_timeout(
+        self,
+        kernel_id: str,
+        messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed],
+        timeout: float | None,
+    ) -> None:
+        """Interrupt; if the kernel stays busy, restart it. Always raises."""
+        await self._request("POST", f"/api/kernels/{kernel_id}/interrupt")
+        if await self._drain_until_done(messages, INTERRUPT_GRACE_SECONDS):
+            raise ExecutionTimeoutError(
+                f"the execution did not finish within {timeout:g} seconds; the kernel was "
+                "interrupted and its state is kept",
+                timeout=float(timeout or 0),
+                state_kept=True,
+            )
+        logger.warning("Kernel %s ignored the interrupt; restarting it", kernel_id)
+        response = await self._request("POST", f"/api/kernels/{kernel_id}/restart")
+        if response.status_code != 200:
+            raise KernelDiedError(f"the kernel could not be restarted after a timeout: {_error_detail(response)}")
+        await self._wait_kernel_ready()
+        raise ExecutionTimeoutError(
+            f"the execution did not finish within {timeout:g} seconds and ignored the interrupt; "
+            "the kernel was restarted and its state is lost",
+            timeout=float(timeout or 0),
+            state_kept=False,
+        )
+
+    async def _drain_until_done(
+        self, messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed], grace: float
+    ) -> bool:
+        """Consume this execution's messages until reply and idle, for at most `grace` seconds."""
+        reply = idle = False
+        with anyio.move_on_after(grace):
+            async for message in messages:
+                if isinstance(message, _Closed):
+                    raise message.error
+                msg_type = message["header"]["msg_type"]
+                reply = reply or msg_type == "execute_reply"
+                idle = idle or (
+                    msg_type == "status" and message["content"].get("execution_state") == "idle"
+                )
+                if reply and idle:
+                    return True
+        return False
+
+
+def _raise_for_reply(reply: dict[str, Any]) -> None:
+    status = reply.get("status")
+    if status == "error":
+        raise ExecutionError(
+            reply.get("ename", "Error"),
+            reply.get("evalue", ""),
+            [strip_ansi(line) for frame in reply.get("traceback", []) for line in frame.splitlines()],
+        )
+    if status == "aborted":
+        raise ExecutionError("ExecutionAborted", "the kernel aborted the execution")
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("reason") or body)[:500]
+    return str(body)[:500]

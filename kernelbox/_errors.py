@@ -1,0 +1,160 @@
+"""The kernelbox exception tree.
+
+Every error kernelbox raises on purpose is a `KernelboxError`; third-party errors (httpx,
+httpx-ws, OS errors) are translated into it at one boundary, with the original chained as
+``__cause__``. Timeouts are also instances of the built-in `TimeoutError`, so
+``except TimeoutError`` works as users expect.
+
+```
+KernelboxError
+├── GatewayError                 the gateway process
+│   ├── GatewayStartError        did not start, or did not answer in time (has .log_lines)
+│   └── GatewayExitedError       exited while it should have been running (has .returncode)
+├── SandboxError                 the OS sandbox
+│   ├── SandboxUnavailableError  a prerequisite is missing (bwrap, srt, ...)
+│   └── SandboxConfigError       the sandbox settings file is unreadable or invalid
+├── ClientError                  talking to a gateway and its kernels
+│   ├── NotConnectedError        no kernel yet, or the client was disconnected
+│   ├── GatewayConnectionError   nothing answered at the URL, or the connection dropped
+│   ├── AuthenticationError      the gateway refused the token (HTTP 401/403)
+│   ├── KernelStartError         the kernel could not be created (unknown kernelspec, limit)
+│   ├── KernelDiedError          the kernel process died
+│   └── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
+└── ExecutionError               user code raised (has .ename, .evalue, .traceback)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AuthenticationError",
+    "ClientError",
+    "ExecutionError",
+    "ExecutionTimeoutError",
+    "GatewayConnectionError",
+    "GatewayError",
+    "GatewayExitedError",
+    "GatewayStartError",
+    "KernelDiedError",
+    "KernelStartError",
+    "KernelboxError",
+    "NotConnectedError",
+    "SandboxConfigError",
+    "SandboxError",
+    "SandboxUnavailableError",
+]
+
+
+class KernelboxError(Exception):
+    """Base class of every error kernelbox raises on purpose."""
+
+
+def _with_log(message: str, log_lines: Sequence[str]) -> str:
+    if not log_lines:
+        return message
+    return message + "\nLast gateway log lines:\n" + "\n".join("  " + line for line in log_lines)
+
+
+class GatewayError(KernelboxError):
+    """A problem with the gateway process.
+
+    Attributes:
+        log_lines: the gateway's last log lines (oldest first), possibly empty.
+    """
+
+    def __init__(self, message: str, *, log_lines: Sequence[str] = ()) -> None:
+        super().__init__(_with_log(message, log_lines))
+        self.log_lines = list(log_lines)
+
+
+class GatewayStartError(GatewayError):
+    """The gateway process exited during start-up or did not answer within the start-up timeout."""
+
+
+class GatewayExitedError(GatewayError):
+    """The gateway process exited while it was expected to run.
+
+    Attributes:
+        returncode: the exit status (negative: killed by that signal number), or None.
+    """
+
+    def __init__(
+        self, message: str, *, returncode: int | None = None, log_lines: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message, log_lines=log_lines)
+        self.returncode = returncode
+
+
+class SandboxError(KernelboxError):
+    """A problem with the OS sandbox."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """``sandbox=True`` was asked for but a prerequisite is missing; the message says how to fix it.
+
+    kernelbox never falls back to an unsandboxed run when a sandbox was asked for.
+    """
+
+
+class SandboxConfigError(SandboxError):
+    """The sandbox settings are unreadable or invalid; the message names the file and the key."""
+
+
+class ClientError(KernelboxError):
+    """A problem talking to a gateway or a kernel."""
+
+
+class NotConnectedError(ClientError, RuntimeError):
+    """The client has no kernel: `connect()` was not called, or `disconnect()` was."""
+
+
+class GatewayConnectionError(ClientError, ConnectionError):
+    """Nothing answered at the gateway URL (after the retries), or the connection was lost."""
+
+
+class AuthenticationError(ClientError):
+    """The gateway refused the request's token (HTTP 401 or 403)."""
+
+
+class KernelStartError(ClientError):
+    """The gateway could not create a kernel (unknown kernelspec name, kernel limit, start failure)."""
+
+
+class KernelDiedError(ClientError):
+    """The kernel process died (crash, ``os._exit``, signal, out of memory); `reset()` recovers."""
+
+
+class ExecutionTimeoutError(ClientError, TimeoutError):
+    """An execution ran past its timeout.
+
+    Attributes:
+        timeout: the timeout that was exceeded, in seconds.
+        state_kept: True when the kernel was interrupted and its variables survive; False when
+            it had to be restarted and its state is lost.
+    """
+
+    def __init__(self, message: str, *, timeout: float, state_kept: bool = True) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.state_kept = state_kept
+
+
+class ExecutionError(KernelboxError):
+    """User code raised an exception in the kernel.
+
+    Attributes:
+        ename: the exception class name, e.g. ``"ZeroDivisionError"``.
+        evalue: the exception message, e.g. ``"division by zero"``.
+        traceback: the formatted traceback as a list of lines, ANSI colour codes removed.
+    """
+
+    def __init__(self, ename: str, evalue: str, traceback: Sequence[str] = ()) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = list(traceback)
+        text = f"{ename}: {evalue}"
+        if self.traceback:
+            text += "\n" + "\n".join(self.traceback)
+        super().__init__(text)

@@ -1,0 +1,479 @@
+"""`KernelGateway`: start, supervise and stop a Jupyter Kernel Gateway process.
+
+The supervisor binds the listening socket itself and hands it to the gateway process as its
+standard input (socket activation, see `kernelbox._gateway_app`). So the port is known before
+the process starts (``port=0`` has no find-a-free-port race), a sandboxed gateway in its own
+network namespace stays reachable, and readiness needs no polling: a request sent right away
+waits in the socket's backlog until the gateway accepts it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import httpx
+import psutil
+
+from ._env import kernel_env, validate_env
+from ._errors import GatewayExitedError, GatewayStartError
+
+logger = logging.getLogger("kernelbox.gateway")
+
+LOG_TAIL_LINES = 50
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
+_LISTEN_BACKLOG = 128
+_TORNADO_LEVELS = {
+    "D": logging.DEBUG,
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "C": logging.CRITICAL,
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+
+State = Literal["new", "starting", "running", "stopping", "stopped"]
+
+
+def _bind_listening_socket(host: str, port: int) -> socket.socket:
+    """Create the gateway's listening TCP socket (IPv4 preferred when a name has both)."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve gateway host {host!r}: {exc}") from exc
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(_LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _format_url(address: str, port: int) -> str:
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+
+
+def _log_gateway_line(line: str) -> None:
+    level = logging.INFO
+    if len(line) > 2 and line[0] == "[" and line[1] in _TORNADO_LEVELS:
+        level = _TORNADO_LEVELS[line[1]]
+    logger.log(level, "%s", line)
+
+
+class KernelGateway:
+    """A supervised Jupyter Kernel Gateway process, optionally inside an OS sandbox.
+
+    Use it as an async context manager, or call `start()` and `stop()` from the same task::
+
+        async with KernelGateway(port=0, env={"API_BASE": "http://127.0.0.1:9000"}) as gw:
+            print(gw.url, gw.token)
+
+    Kernels started by the gateway see a small base environment (PATH, HOME, USER, LOGNAME,
+    LANG, LC_ALL, LC_CTYPE, TZ, TMPDIR, TERM, SHELL when set here, and ``JUPYTER_RUNTIME_DIR``)
+    plus exactly `env`; nothing else from this process's environment.
+
+    Args:
+        host: interface to listen on; ``"localhost"`` (default) binds the loopback only.
+        port: TCP port; 0 picks a free one (read it back from `port`). Never silently changed.
+        sandbox: run the gateway and its kernels inside sandbox-runtime (`srt`). If the
+            sandbox cannot run, `start()` raises `SandboxUnavailableError`; kernelbox never
+            falls back to an unsandboxed run.
+        sandbox_config: sandbox settings: a preset name from ``sandbox-configs/`` (e.g.
+            ``"default"``, ``"pypi"``), a path to an srt settings JSON file, or None for
+            ``"default"``.
+        log_level: the gateway's log level (``"DEBUG"``, ``"INFO"``, ``"WARNING"``, ...).
+        log_to_stderr: write gateway log lines to this process's stderr instead of the
+            ``kernelbox.gateway`` logger.
+        env: variables injected into every kernel's environment (str to str).
+        token: the auth token clients must send; a random one when None. It reaches the
+            gateway through its environment, never its command line.
+        working_dir: the kernels' working directory; the current directory when None.
+        startup_timeout: seconds `start()` waits for the gateway to answer.
+        srt_path: the srt executable for ``sandbox=True``; found automatically when None.
+        max_kernels: refuse to create more than this many kernels at once (None: no limit).
+        cull_idle_timeout: shut down kernels idle for this many seconds (None: never).
+        cull_interval: seconds between culling checks (None: Jupyter's default, 300).
+        cull_connected: also cull idle kernels that have a client connected.
+        cull_busy: also cull busy kernels.
+
+    Raises:
+        TypeError, ValueError: an argument has the wrong type or an invalid value.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 8888,
+        sandbox: bool = False,
+        sandbox_config: str | os.PathLike[str] | None = None,
+        log_level: str = "INFO",
+        log_to_stderr: bool = False,
+        env: Mapping[str, str] | None = None,
+        token: str | None = None,
+        working_dir: str | os.PathLike[str] | None = None,
+        *,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS,
+        srt_path: str | os.PathLike[str] | None = None,
+        max_kernels: int | None = None,
+        cull_idle_timeout: float | None = None,
+        cull_interval: float | None = None,
+        cull_connected: bool | None = None,
+        cull_busy: bool | None = None,
+    ) -> None:
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an int, not {type(port).__name__}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {port}")
+        if str(log_level).upper() not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValueError("token must be a non-empty str, or None for a random one")
+        if max_kernels is not None and max_kernels < 1:
+            raise ValueError(f"max_kernels must be at least 1, not {max_kernels}")
+        if startup_timeout <= 0:
+            raise ValueError(f"startup_timeout must be positive seconds, not {startup_timeout}")
+        self._requested_host = host
+        self._requested_port = port
+        self.sandbox = bool(sandbox)
+        self.sandbox_config = sandbox_config
+        self.log_level = str(log_level).upper()
+        self.log_to_stderr = log_to_stderr
+        self.env = validate_env(env)
+        self._token = token if token is not None else secrets.token_urlsafe(32)
+        self.working_dir = Path(working_dir if working_dir is not None else os.getcwd()).resolve()
+        self.startup_timeout = float(startup_timeout)
+        self.srt_path = srt_path
+        self._gateway_config: dict[str, Any] = {
+            "log_level": self.log_level,
+            "max_kernels": max_kernels,
+            "cull_idle_timeout": cull_idle_timeout,
+            "cull_interval": cull_interval,
+            "cull_connected": cull_connected,
+            "cull_busy": cull_busy,
+        }
+
+        self._state: State = "new"
+        self._socket: socket.socket | None = None
+        self._process: anyio.abc.Process | None = None
+        self._state_dir: Path | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._exited = anyio.Event()
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+
+    # -- what is live ------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The host clients should connect to (loopback when listening on all interfaces)."""
+        if self._requested_host in _WILDCARD_HOSTS:
+            return "127.0.0.1"
+        return self._requested_host
+
+    @property
+    def port(self) -> int:
+        """The TCP port the gateway listens on (the chosen one after ``port=0``, once started)."""
+        if self._socket is not None:
+            return int(self._socket.getsockname()[1])
+        return self._requested_port
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL, e.g. ``"http://127.0.0.1:41231"``.
+
+        Raises:
+            RuntimeError: the gateway is not started.
+        """
+        if self._socket is None:
+            raise RuntimeError("the gateway is not started; call start() or use 'async with'")
+        address = self._socket.getsockname()[0]
+        if address in _WILDCARD_HOSTS:
+            address = "127.0.0.1" if self._socket.family == socket.AF_INET else "::1"
+        return _format_url(address, self.port)
+
+    @property
+    def token(self) -> str:
+        """The auth token clients send as ``Authorization: token <token>``."""
+        return self._token
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the gateway process (of srt when sandboxed), or None when not running."""
+        return self._process.pid if self._process is not None and not self._exited.is_set() else None
+
+    @property
+    def state(self) -> State:
+        """``"new"``, ``"starting"``, ``"running"``, ``"stopping"`` or ``"stopped"``."""
+        return self._state
+
+    @property
+    def log_tail(self) -> list[str]:
+        """The gateway's last log lines, oldest first (at most `LOG_TAIL_LINES`)."""
+        return list(self._log_tail)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> KernelGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the gateway and return once it answers an authenticated request.
+
+        Raises:
+            RuntimeError: the gateway was already started (or stopped: create a new one).
+            OSError: the listening socket cannot be bound (e.g. the port is in use).
+            SandboxUnavailableError, SandboxConfigError: ``sandbox=True`` cannot run as asked.
+            GatewayStartError: the process exited during start-up, or did not answer within
+                `startup_timeout` seconds; the message has its last log lines.
+        """
+        if self._state != "new":
+            raise RuntimeError(
+                f"KernelGateway.start() called on a {self._state} gateway; "
+                "a gateway starts once (create a new KernelGateway to start again)"
+            )
+        self._state = "starting"
+        try:
+            await self._spawn()
+            await self._wait_ready()
+        except BaseException:
+            await self._shutdown(timeout=5.0)
+            raise
+        self._state = "running"
+        assert self._process is not None
+        logger.info("Started gateway [pid %d] on %s", self._process.pid, self.url)
+
+    async def _spawn(self) -> None:
+        self._socket = _bind_listening_socket(self._requested_host, self._requested_port)
+        self._state_dir = Path(tempfile.mkdtemp(prefix="kernelbox-gateway-"))
+        runtime_dir = self._state_dir / "runtime"
+        runtime_dir.mkdir()
+        env = kernel_env(self.env)
+        env["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
+        env["KG_AUTH_TOKEN"] = self._token
+        argv = [sys.executable, "-m", "kernelbox._gateway_app", json.dumps(self._gateway_config)]
+        if self.sandbox:
+            from ._sandbox import prepare_sandbox
+
+            launch = prepare_sandbox(
+                argv,
+                config=self.sandbox_config,
+                srt_path=self.srt_path,
+                working_dir=self.working_dir,
+                state_dir=self._state_dir,
+                env=env,
+            )
+            argv, env = launch.argv, launch.env
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._process = await anyio.open_process(
+            argv,
+            stdin=self._socket.fileno(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.working_dir,
+            env=env,
+            start_new_session=True,
+        )
+        logger.debug("Spawned gateway [pid %d]: %s", self._process.pid, argv[:-1])
+        self._task_group.start_soon(self._pump_log)
+        self._task_group.start_soon(self._watch_exit)
+
+    async def _wait_ready(self) -> None:
+        assert self._process is not None
+        ready = False
+
+        async def request(tg: anyio.abc.TaskGroup) -> None:
+            nonlocal ready
+            headers = {"Authorization": f"token {self._token}"}
+            async with httpx.AsyncClient(timeout=self.startup_timeout, trust_env=False) as http:
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await http.get(f"{self.url}/api/kernelspecs", headers=headers)
+                    ready = response.status_code == 200
+            if ready:
+                tg.cancel_scope.cancel()
+            # Otherwise the process is going down: let exited() report it.
+
+        async def exited(tg: anyio.abc.TaskGroup) -> None:
+            await self._exited.wait()
+            tg.cancel_scope.cancel()
+
+        with anyio.move_on_after(self.startup_timeout):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(request, tg)
+                tg.start_soon(exited, tg)
+        if ready:
+            return
+        if self._exited.is_set():
+            raise GatewayStartError(
+                f"the gateway process exited during start-up with status {self._process.returncode}",
+                log_lines=self.log_tail,
+            )
+        raise GatewayStartError(
+            f"the gateway did not answer within {self.startup_timeout:g} seconds",
+            log_lines=self.log_tail,
+        )
+
+    async def _pump_log(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        buffered = b""
+        async for data in self._process.stdout:
+            buffered += data
+            *lines, buffered = buffered.split(b"\n")
+            for raw in lines:
+                self._record_log_line(raw)
+        if buffered:
+            self._record_log_line(buffered)
+
+    def _record_log_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line:
+            return
+        self._log_tail.append(line)
+        if self.log_to_stderr:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            _log_gateway_line(line)
+
+    async def _watch_exit(self) -> None:
+        assert self._process is not None
+        returncode = await self._process.wait()
+        self._exited.set()
+        if self._state == "running":
+            logger.error("Gateway [pid %d] exited unexpectedly with status %s", self._process.pid, returncode)
+        else:
+            logger.info("Gateway [pid %d] exited with status %s", self._process.pid, returncode)
+
+    async def join(self) -> None:
+        """Wait until the gateway process exits (after `stop()`, a signal, or a crash).
+
+        Cancelling the waiting task cancels only the wait, not the gateway.
+
+        Raises:
+            RuntimeError: the gateway was never started.
+            GatewayExitedError: the process exited without `stop()` being called.
+        """
+        if self._state == "new":
+            raise RuntimeError("the gateway is not started; call start() first")
+        await self._exited.wait()
+        if self._state in ("running", "starting"):
+            assert self._process is not None
+            raise GatewayExitedError(
+                f"the gateway [pid {self._process.pid}] exited unexpectedly "
+                f"with status {self._process.returncode}",
+                returncode=self._process.returncode,
+                log_lines=self.log_tail,
+            )
+
+    async def stop(self, timeout: float = 10) -> None:
+        """Stop the gateway and every kernel it started; safe to call more than once.
+
+        Sends SIGTERM to the gateway's process group (the gateway then shuts its kernels
+        down), waits up to `timeout` seconds, then SIGKILLs whatever of the process tree is
+        left. Calling it on a gateway that was never started does nothing.
+
+        Args:
+            timeout: seconds to wait for a clean exit before killing.
+        """
+        if self._state in ("new", "stopped", "stopping"):
+            return
+        self._state = "stopping"
+        await self._shutdown(timeout=timeout)
+
+    async def _shutdown(self, timeout: float) -> None:
+        """Stop the process tree, then release everything; runs to the end even if cancelled."""
+        process = self._process
+        try:
+            if process is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._terminate(process, timeout)
+        finally:
+            # The task group is exited outside the shield: anyio requires its scope to be the
+            # current one when it exits.
+            if self._task_group is not None:
+                task_group, self._task_group = self._task_group, None
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(None, None, None)
+            with anyio.CancelScope(shield=True):
+                if process is not None:
+                    await process.aclose()
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+            if self._state_dir is not None:
+                shutil.rmtree(self._state_dir, ignore_errors=True)
+                self._state_dir = None
+            self._state = "stopped"
+            if process is not None:
+                logger.info("Stopped gateway [pid %d]", process.pid)
+
+    async def _terminate(self, process: anyio.abc.Process, timeout: float) -> None:
+        """SIGTERM the process group, wait, SIGKILL what is left of the whole tree."""
+        tree = _process_tree(process.pid)
+        if not self._exited.is_set():
+            _signal_group(process.pid, signal.SIGTERM)
+            with anyio.move_on_after(timeout):
+                await self._exited.wait()
+        if not self._exited.is_set():
+            logger.warning("Gateway [pid %d] did not exit in %gs; killing it", process.pid, timeout)
+            _signal_group(process.pid, signal.SIGKILL)
+            with anyio.move_on_after(timeout):
+                await self._exited.wait()
+        # Kernels live in sessions of their own: give them the same time, then kill.
+        await anyio.to_thread.run_sync(_reap_tree, tree, timeout)
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    """The descendants of `pid` (not `pid` itself: anyio reaps it)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _reap_tree(tree: list[psutil.Process], timeout: float) -> None:
+    """Wait up to `timeout` seconds for the processes to exit, then SIGKILL the rest."""
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)

@@ -1,0 +1,135 @@
+"""The gateway process: Jupyter Kernel Gateway on an inherited socket.
+
+Run by `KernelGateway` as ``python -m kernelbox._gateway_app CONFIG_JSON`` in its own session,
+possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in four ways:
+
+- **Socket activation.** The listening socket arrives as standard input (the inetd convention;
+  the sandbox passes stdio and nothing else) and is adopted with ``HTTPServer.add_socket``
+  instead of binding. fd 0 is then pointed at ``/dev/null``. The port can never move.
+- **No Nagle delay.** Kernel WebSockets set ``TCP_NODELAY``; stock Kernel Gateway leaves Nagle
+  on and every execution pays a ~40 ms delayed-ACK stall (measured: 49 ms vs 9.5 ms for ``1+1``).
+- **Explicit kernel environment.** This process's environment *is* the kernel environment
+  (kernels inherit it); `KernelGateway` builds it. The same names are whitelisted for requests
+  that carry their own ``env``, so both paths give kernels the same base.
+- **Lifeline.** When the supervisor dies, the read end of our stdout/stderr pipe closes and
+  ``poll()`` on our write end reports ``POLLERR``; we then shut down as on SIGTERM, so no
+  gateway or kernel outlives a SIGKILLed supervisor.
+
+The token comes in the environment (``KG_AUTH_TOKEN``), never on the command line; Kernel
+Gateway removes it from kernel environments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from kernel_gateway.gatewayapp import KernelGatewayApp
+from tornado import httpserver
+
+# Variables the gateway process needs but kernels must not see.
+_PRIVATE_ENV = ("KG_AUTH_TOKEN",)
+
+
+class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
+    """Kernel WebSocket connection that disables Nagle's algorithm on its TCP socket."""
+
+    def connect(self):  # type: ignore[override]
+        # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
+        self.websocket_handler.set_nodelay(True)
+        return super().connect()
+
+
+class SocketActivatedGatewayApp(KernelGatewayApp):
+    """`KernelGatewayApp` that serves on an already-listening socket instead of binding one."""
+
+    listening_socket: socket.socket | None = None
+
+    def init_http_server(self) -> None:
+        assert self.listening_socket is not None
+        self.http_server = httpserver.HTTPServer(
+            self.web_app, xheaders=self.trust_xheaders, ssl_options=self._build_ssl_options()
+        )
+        self.http_server.add_socket(self.listening_socket)
+        self.port = self.listening_socket.getsockname()[1]
+
+    def init_webapp(self) -> None:
+        super().init_webapp()
+        # Tornado warns on every connection when the ping timeout exceeds the ping interval
+        # (jupyter_server defaults the timeout to 3 x interval); keep them equal.
+        settings = self.web_app.settings
+        settings["ws_ping_timeout"] = settings.get("ws_ping_interval")
+
+    def init_signal(self) -> None:
+        # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
+        super().init_signal()
+        signal.signal(signal.SIGINT, self._signal_stop)
+
+
+def _adopt_stdin_socket() -> socket.socket:
+    """Take the listening socket from fd 0 and point fd 0 at /dev/null."""
+    try:
+        sock = socket.socket(fileno=os.dup(0))
+    except OSError as exc:
+        sys.exit(f"kernelbox gateway: standard input is not a listening socket ({exc})")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sock.setblocking(False)
+    return sock
+
+
+def _watch_lifeline(app: KernelGatewayApp) -> None:
+    """Stop the gateway when the supervisor stops reading our stderr (it died)."""
+    poller = select.poll()
+    poller.register(sys.stderr.fileno(), 0)  # POLLERR and POLLHUP are always reported
+    while True:
+        for _fd, events in poller.poll():
+            if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                app.io_loop.add_callback_from_signal(app.stop)
+                return
+
+
+def _config_argv(config: dict[str, Any]) -> list[str]:
+    argv = [
+        "--KernelGatewayApp.api=kernel_gateway.jupyter_websocket",
+        f"--KernelGatewayApp.log_level={config.get('log_level', 'INFO')}",
+        "--KernelGatewayApp.port_retries=0",
+        "--KernelGatewayApp.kernel_websocket_connection_class="
+        "kernelbox._gateway_app.NoDelayWebsocketConnection",
+        "--JupyterWebsocketPersonality.list_kernels=True",
+    ]
+    if config.get("max_kernels") is not None:
+        argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")
+    for name in ("cull_idle_timeout", "cull_interval"):
+        if config.get(name) is not None:
+            argv.append(f"--MappingKernelManager.{name}={int(config[name])}")
+    for name in ("cull_connected", "cull_busy"):
+        if config.get(name) is not None:
+            argv.append(f"--MappingKernelManager.{name}={bool(config[name])}")
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    config: dict[str, Any] = json.loads(args[0]) if args else {}
+    sock = _adopt_stdin_socket()
+
+    kernel_env_names = sorted(name for name in os.environ if name not in _PRIVATE_ENV)
+    app = SocketActivatedGatewayApp()
+    app.listening_socket = sock
+    app.env_process_whitelist = kernel_env_names
+    app.initialize(_config_argv(config))
+    threading.Thread(target=_watch_lifeline, args=(app,), daemon=True, name="lifeline").start()
+    app.start()
+
+
+if __name__ == "__main__":
+    main()
