@@ -36,6 +36,7 @@ from ._errors import (
     NotConnectedError,
 )
 from ._results import ExecutionResult, OutputChunk, ResultBuilder, strip_ansi
+from ._tasks import BackgroundTask
 
 logger = logging.getLogger("kernelbox.client")
 
@@ -75,8 +76,8 @@ class KernelClient:
             await kc.execute("x = 21")
             result = await kc.execute("print(x * 2)")     # result.text == "42"
 
-    Use it as an async context manager, or call `connect()` and `disconnect()` from the same
-    task. Executions on one client run one at a time (concurrent calls wait their turn);
+    Use it as an async context manager, or call `connect()` and `disconnect()` (from any
+    task). Executions on one client run one at a time (concurrent calls wait their turn);
     use several clients for parallel kernels.
 
     Args:
@@ -131,6 +132,7 @@ class KernelClient:
         self._http: httpx.AsyncClient | None = None
         self._ws: Any = None
         self._stack: AsyncExitStack | None = None
+        self._connection: BackgroundTask | None = None
         self._waiters: dict[str, MemoryObjectSendStream[dict[str, Any] | _Closed]] = {}
         self._closed_error: Exception | None = None
         self._execute_lock = anyio.Lock()
@@ -214,9 +216,8 @@ class KernelClient:
         if stack is None:
             return
         try:
-            # Not under a shield: the task groups in the stack (ours, httpx-ws's) must exit in
-            # the scope they were entered in. The kernel deletion shields itself.
-            await stack.aclose()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(HTTP_TIMEOUT_SECONDS):
+                await stack.aclose()
         finally:
             self._http = None
             self._ws = None
@@ -289,52 +290,75 @@ class KernelClient:
         return None
 
     async def _delete_kernel(self, kernel_id: str) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(HTTP_TIMEOUT_SECONDS):
-            with contextlib.suppress(Exception):
-                await self._request("DELETE", f"/api/kernels/{kernel_id}")
+        with contextlib.suppress(Exception):
+            await self._request("DELETE", f"/api/kernels/{kernel_id}")
 
     async def _open_channels(self, stack: AsyncExitStack, kernel_id: str) -> None:
+        """Open the kernel's WebSocket in the client's connection task and wait until it is up."""
         url = (
             f"{self.ws_base_url}/api/kernels/{quote(kernel_id)}/channels"
             f"?session_id={self._session_id}"
         )
-        try:
-            self._ws = await stack.enter_async_context(
-                aconnect_ws(
+        opened = anyio.Event()
+        self._closed_error = None
+        self._ws = None
+
+        async def run_connection() -> None:
+            try:
+                async with aconnect_ws(
                     url,
                     self._http,
                     max_message_size_bytes=MAX_WEBSOCKET_MESSAGE_BYTES,
                     keepalive_ping_interval_seconds=self.ping_interval,
-                )
-            )
-        except (HTTPXWSException, httpx.HTTPError) as exc:
-            raise GatewayConnectionError(f"could not open the kernel WebSocket at {url}: {exc!r}") from exc
-        self._closed_error = None
-        reader = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(reader.cancel_scope.cancel)
-        reader.start_soon(self._read_messages)
+                ) as ws:
+                    self._ws = ws
+                    opened.set()
+                    await self._read_messages(ws)
+            except (HTTPXWSException, httpx.HTTPError, OSError) as exc:
+                self._connection_lost(exc)
+            finally:
+                self._connection_lost(None)
+                opened.set()
 
-    async def _read_messages(self) -> None:
+        connection = BackgroundTask(run_connection, name=f"kernelbox client {kernel_id}")
+        connection.start()
+
+        async def close_connection() -> None:
+            connection.cancel()
+            await connection.wait()
+
+        stack.push_async_callback(close_connection)
+        await opened.wait()
+        if self._ws is None:
+            raise GatewayConnectionError(
+                f"could not open the kernel WebSocket at {url}: {self._closed_error}"
+            )
+
+    async def _read_messages(self, ws: Any) -> None:
         """The one reader of the WebSocket: route each message to the request it answers."""
-        try:
-            while True:
-                message = _protocol.decode(await self._ws.receive_text())
-                waiter = self._waiters.get(_protocol.parent_id(message) or "")
-                if waiter is not None:
-                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        await waiter.send(message)
-        except (HTTPXWSException, httpx.HTTPError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-            if isinstance(exc, WebSocketDisconnect):
-                error: Exception = GatewayConnectionError(
-                    f"the kernel WebSocket closed (code {exc.code}{': ' + exc.reason if exc.reason else ''})"
-                )
-            else:
-                error = GatewayConnectionError(f"the kernel WebSocket failed: {exc!r}")
-            self._closed_error = error
-            for waiter in list(self._waiters.values()):
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
-                    waiter.send_nowait(_Closed(error))
-                waiter.close()  # a waiter whose buffer is full still sees the end
+        while True:
+            message = _protocol.decode(await ws.receive_text())
+            waiter = self._waiters.get(_protocol.parent_id(message) or "")
+            if waiter is not None:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await waiter.send(message)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        """Record why the WebSocket ended and wake every waiting request."""
+        if self._closed_error is not None:
+            return
+        if isinstance(exc, WebSocketDisconnect):
+            reason = f": {exc.reason}" if exc.reason else ""
+            error = GatewayConnectionError(f"the kernel WebSocket closed (code {exc.code}{reason})")
+        elif exc is not None:
+            error = GatewayConnectionError(f"the kernel WebSocket failed: {exc!r}")
+        else:
+            error = GatewayConnectionError("the kernel WebSocket is closed")
+        self._closed_error = error
+        for waiter in list(self._waiters.values()):
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
+                waiter.send_nowait(_Closed(error))
+            waiter.close()  # a waiter whose buffer is full still sees the end
 
     # -- requests ------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import psutil
 
 from ._env import kernel_env, validate_env
 from ._errors import GatewayExitedError, GatewayStartError
+from ._tasks import BackgroundTask
 
 logger = logging.getLogger("kernelbox.gateway")
 
@@ -88,7 +89,7 @@ def _log_gateway_line(line: str) -> None:
 class KernelGateway:
     """A supervised Jupyter Kernel Gateway process, optionally inside an OS sandbox.
 
-    Use it as an async context manager, or call `start()` and `stop()` from the same task::
+    Use it as an async context manager, or call `start()` and `stop()` (from any task)::
 
         async with KernelGateway(port=0, env={"API_BASE": "http://127.0.0.1:9000"}) as gw:
             print(gw.url, gw.token)
@@ -183,7 +184,7 @@ class KernelGateway:
         self._socket: socket.socket | None = None
         self._process: anyio.abc.Process | None = None
         self._state_dir: Path | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._supervisor: BackgroundTask | None = None
         self._exited = anyio.Event()
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
 
@@ -254,6 +255,8 @@ class KernelGateway:
     async def start(self) -> None:
         """Start the gateway and return once it answers an authenticated request.
 
+        May be called from any task; `stop()` need not be called from the same one.
+
         Raises:
             RuntimeError: the gateway was already started (or stopped: create a new one).
             OSError: the listening socket cannot be bound (e.g. the port is in use).
@@ -298,8 +301,6 @@ class KernelGateway:
                 env=env,
             )
             argv, env = launch.argv, launch.env
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
         self._process = await anyio.open_process(
             argv,
             stdin=self._socket.fileno(),
@@ -310,8 +311,8 @@ class KernelGateway:
             start_new_session=True,
         )
         logger.debug("Spawned gateway [pid %d]: %s", self._process.pid, argv[:-1])
-        self._task_group.start_soon(self._pump_log)
-        self._task_group.start_soon(self._watch_exit)
+        self._supervisor = BackgroundTask(self._supervise, name=f"kernelbox gateway {self._process.pid}")
+        self._supervisor.start()
 
     async def _wait_ready(self) -> None:
         assert self._process is not None
@@ -347,6 +348,12 @@ class KernelGateway:
             f"the gateway did not answer within {self.startup_timeout:g} seconds",
             log_lines=self.log_tail,
         )
+
+    async def _supervise(self) -> None:
+        """The gateway's own task: log its output and notice when it exits."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump_log)
+            await self._watch_exit()
 
     async def _pump_log(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -417,29 +424,25 @@ class KernelGateway:
     async def _shutdown(self, timeout: float) -> None:
         """Stop the process tree, then release everything; runs to the end even if cancelled."""
         process = self._process
-        try:
+        with anyio.CancelScope(shield=True):
             if process is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._terminate(process, timeout)
-        finally:
-            # The task group is exited outside the shield: anyio requires its scope to be the
-            # current one when it exits.
-            if self._task_group is not None:
-                task_group, self._task_group = self._task_group, None
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(None, None, None)
-            with anyio.CancelScope(shield=True):
-                if process is not None:
-                    await process.aclose()
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-            if self._state_dir is not None:
-                shutil.rmtree(self._state_dir, ignore_errors=True)
-                self._state_dir = None
-            self._state = "stopped"
+                await self._terminate(process, timeout)
+            if self._supervisor is not None:
+                # Kernels that inherited the log pipe may keep it open; stop reading it.
+                self._supervisor.cancel()
+                await self._supervisor.wait()
+                self._supervisor = None
             if process is not None:
-                logger.info("Stopped gateway [pid %d]", process.pid)
+                await process.aclose()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
+        self._state = "stopped"
+        if process is not None:
+            logger.info("Stopped gateway [pid %d]", process.pid)
 
     async def _terminate(self, process: anyio.abc.Process, timeout: float) -> None:
         """SIGTERM the process group, wait, SIGKILL what is left of the whole tree."""
