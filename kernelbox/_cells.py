@@ -26,14 +26,15 @@ def split_cells(text: str) -> list[Cell]:
     """Split percent-format source into its non-empty code cells, in order.
 
     Text before the first marker is a cell of its own; a file without markers is one cell.
-    Markdown cells (``# %% [markdown]``) and cells with only blank lines are skipped.
+    Markdown cells (``# %% [markdown]``) and cells with only comments or blank lines are
+    skipped.
     """
     cells: list[Cell] = []
     title, start, lines, is_code = "", 1, [], True
 
     def flush() -> None:
         source = "\n".join(lines).strip("\n")
-        if is_code and source.strip():
+        if is_code and any(line.strip() and not line.lstrip().startswith("#") for line in lines):
             cells.append(Cell(source=source, title=title, line=start))
 
     for number, line in enumerate(text.splitlines(), start=1):

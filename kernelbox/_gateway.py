@@ -79,10 +79,12 @@ def _format_url(address: str, port: int) -> str:
     return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
 
 
-def _log_gateway_line(line: str) -> None:
+def _log_gateway_line(line: str, *, stopping: bool) -> None:
     level = logging.INFO
     if len(line) > 2 and line[0] == "[" and line[1] in _TORNADO_LEVELS:
         level = _TORNADO_LEVELS[line[1]]
+    if stopping and "received signal" in line:
+        level = logging.INFO  # Kernel Gateway logs our own SIGTERM as CRITICAL
     logger.log(level, "%s", line)
 
 
@@ -164,7 +166,8 @@ class KernelGateway:
         self._requested_port = port
         self.sandbox = bool(sandbox)
         self.sandbox_config = sandbox_config
-        self.log_level = str(log_level).upper()
+        # traitlets spells it WARN
+        self.log_level = "WARN" if str(log_level).upper() == "WARNING" else str(log_level).upper()
         self.log_to_stderr = log_to_stderr
         self.env = validate_env(env)
         self._token = token if token is not None else secrets.token_urlsafe(32)
@@ -374,7 +377,7 @@ class KernelGateway:
         if self.log_to_stderr:
             print(line, file=sys.stderr, flush=True)
         else:
-            _log_gateway_line(line)
+            _log_gateway_line(line, stopping=self._state in ("stopping", "stopped"))
 
     async def _watch_exit(self) -> None:
         assert self._process is not None

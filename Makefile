@@ -1,0 +1,29 @@
+# kernelbox: the two set-up commands are `make demo` (the main job) and `make test` (the suite).
+# Both create .venv/ and install everything they need, from a fresh Debian machine with Python 3.11.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench sandbox-prereqs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,examples]'
+	touch $(STAMP)
+
+sandbox-prereqs:
+	bash scripts/install-sandbox-prereqs.sh
+
+# The main job: the real-data example, cell by cell in one kernel, charts saved to images/.
+demo: $(STAMP)
+	$(BIN)/kernelbox run examples/seattle_weather.py --images-dir images
+
+# The whole test suite (asyncio and trio; real gateways and kernels on loopback).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) images .pytest_cache

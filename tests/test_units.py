@@ -1,0 +1,105 @@
+"""Pure code, no processes: cells, results and MIME bundles, environment, public surface."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+import kernelbox
+from kernelbox._cells import split_cells
+from kernelbox._env import kernel_env, validate_env
+from kernelbox._errors import ExecutionError, ExecutionTimeoutError
+from kernelbox._results import ResultBuilder, strip_ansi
+
+
+def test_public_all_is_sorted_and_complete() -> None:
+    names = kernelbox.__all__
+    assert names == sorted(names, key=str)
+    public = {name for name in dir(kernelbox) if not name.startswith("_")}
+    assert public == set(names) - {"__version__"}
+
+
+def test_split_cells_percent_format() -> None:
+    source = "import os\n# %% first\nx = 1\n\n#%%\n# only a comment\n# %% [markdown]\n# prose\n# %%\ny = 2\n"
+    cells = split_cells(source)
+    assert [(c.title, c.source, c.line) for c in cells] == [
+        ("", "import os", 1),
+        ("first", "x = 1", 3),
+        ("", "y = 2", 10),
+    ]
+
+
+def test_split_cells_without_markers_is_one_cell() -> None:
+    assert [c.source for c in split_cells("a = 1\nb = 2\n")] == ["a = 1\nb = 2"]
+
+
+def test_result_text_orders_streams_and_displays(tmp_path: Path) -> None:
+    builder = ResultBuilder(tmp_path)
+    builder.add_stream("stdout", "a")
+    builder.add_rich("display_data", {"data": {"text/plain": "D"}})
+    builder.add_stream("stderr", "warn\n")
+    builder.add_rich("execute_result", {"data": {"text/plain": "R"}, "execution_count": 7})
+    result = builder.build()
+    assert result.text == "a\nD\nwarn\nR"
+    assert result.stdout == "a"
+    assert result.stderr == "warn\n"
+    assert result.execution_count == 7
+    assert [o.type for o in result.outputs] == ["display_data", "execute_result"]
+
+
+def test_images_are_saved_with_the_right_extension_and_never_collide(tmp_path: Path) -> None:
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    builder = ResultBuilder(tmp_path / "images")
+    for _ in range(3):
+        builder.add_rich("display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}})
+    builder.add_rich("display_data", {"data": {"image/svg+xml": "<svg/>"}})
+    result = builder.build()
+    assert len({p.name for p in result.images}) == 4
+    assert [p.suffix for p in result.images] == [".png", ".png", ".png", ".svg"]
+    assert result.images[0].read_bytes() == b"\x89PNG fake"
+    assert result.images[3].read_text() == "<svg/>"
+
+
+def test_output_limit_truncates_with_a_marker(tmp_path: Path) -> None:
+    builder = ResultBuilder(tmp_path, max_output_bytes=10)
+    builder.add_stream("stdout", "12345")
+    builder.add_stream("stdout", "67890abc")
+    assert builder.add_stream("stdout", "dropped") is None
+    result = builder.build()
+    assert result.truncated
+    assert result.text.startswith("1234567890")
+    assert "output truncated after 10 bytes" in result.text
+    assert "dropped" not in result.text
+
+
+def test_strip_ansi() -> None:
+    assert strip_ansi("\x1b[0;31mZeroDivisionError\x1b[0m: x") == "ZeroDivisionError: x"
+
+
+def test_execution_error_str_has_name_value_and_traceback() -> None:
+    error = ExecutionError("ValueError", "bad", ["line one", "line two"])
+    assert str(error).startswith("ValueError: bad")
+    assert "line two" in str(error)
+
+
+def test_timeout_error_is_a_builtin_timeout_error() -> None:
+    assert isinstance(ExecutionTimeoutError("t", timeout=1.0), TimeoutError)
+    assert isinstance(ExecutionTimeoutError("t", timeout=1.0), kernelbox.KernelboxError)
+
+
+def test_kernel_env_is_base_plus_injected_only() -> None:
+    parent = {"PATH": "/bin", "HOME": "/home/u", "AWS_SECRET_ACCESS_KEY": "s", "LANG": "C.UTF-8"}
+    env = kernel_env({"API_BASE": "x"}, parent)
+    assert env == {"PATH": "/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "API_BASE": "x"}
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [({"A": 1}, TypeError), ({1: "a"}, TypeError), ({"A=B": "x"}, ValueError), ({"": "x"}, ValueError),
+     ({"A": "x\0"}, ValueError), (["A"], TypeError)],
+)
+def test_validate_env_rejects_bad_input(env, error) -> None:
+    with pytest.raises(error):
+        validate_env(env)
