@@ -23,7 +23,7 @@ from ._errors import (
     SandboxError,
     SandboxUnavailableError,
 )
-from ._gateway import KernelGateway
+from ._gateway import GatewayRestart, KernelGateway
 from ._results import ExecutionResult, OutputChunk, RichOutput
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "GatewayConnectionError",
     "GatewayError",
     "GatewayExitedError",
+    "GatewayRestart",
     "GatewayStartError",
     "KernelClient",
     "KernelDiedError",

@@ -8,6 +8,7 @@ reader task per WebSocket routes messages by the ``msg_id`` of the request they 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import math
@@ -28,6 +29,7 @@ from httpx_ws import HTTPXWSException, WebSocketDisconnect, aconnect_ws
 from . import _protocol
 from ._errors import (
     AuthenticationError,
+    ClientError,
     ExecutionError,
     ExecutionTimeoutError,
     GatewayConnectionError,
@@ -44,6 +46,10 @@ DEFAULT_TIMEOUT_SECONDS = 120.0
 KERNEL_READY_TIMEOUT_SECONDS = 60.0
 INTERRUPT_GRACE_SECONDS = 5.0
 HTTP_TIMEOUT_SECONDS = 30.0
+# Interrupt and restart requests after a timeout: short, so a hung gateway cannot stall them.
+CONTROL_TIMEOUT_SECONDS = 5.0
+RECONNECT_ATTEMPTS = 5
+RECONNECT_INTERVAL_SECONDS = 0.2
 MAX_WEBSOCKET_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 # Messages buffered per execution between the reader task and the caller; when full, the
@@ -60,8 +66,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _connection_error(exc: BaseException | None) -> GatewayConnectionError:
+    if isinstance(exc, WebSocketDisconnect):
+        reason = f": {exc.reason}" if exc.reason else ""
+        return GatewayConnectionError(f"the kernel WebSocket closed (code {exc.code}{reason})")
+    if exc is not None:
+        return GatewayConnectionError(f"the kernel WebSocket failed: {exc!r}")
+    return GatewayConnectionError("the kernel WebSocket is closed")
+
+
 class _Closed:
-    """Sentinel routed to waiters when the WebSocket closes."""
+    """Routed to waiting requests when the connection ends or the kernel dies."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -135,6 +150,8 @@ class KernelClient:
         self._connection: BackgroundTask | None = None
         self._waiters: dict[str, MemoryObjectSendStream[dict[str, Any] | _Closed]] = {}
         self._closed_error: Exception | None = None
+        self._kernel_died: str | None = None
+        self._ws_ready = anyio.Event()
         self._execute_lock = anyio.Lock()
 
     # -- state -----------------------------------------------------------------------------
@@ -213,6 +230,7 @@ class KernelClient:
         """Close the WebSocket and shut the kernel down; does nothing when not connected."""
         stack, self._stack = self._stack, None
         self._kernel_id = None
+        self._kernel_died = None
         if stack is None:
             return
         try:
@@ -236,8 +254,9 @@ class KernelClient:
 
         Raises:
             NotConnectedError: no kernel.
+            KernelDiedError: the gateway could not interrupt it (e.g. it no longer exists).
         """
-        await self._request("POST", f"/api/kernels/{self.kernel_id}/interrupt")
+        await self._control(self.kernel_id, "interrupt")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._http is None:
@@ -294,33 +313,19 @@ class KernelClient:
             await self._request("DELETE", f"/api/kernels/{kernel_id}")
 
     async def _open_channels(self, stack: AsyncExitStack, kernel_id: str) -> None:
-        """Open the kernel's WebSocket in the client's connection task and wait until it is up."""
+        """Start the client's connection task and wait until the kernel's WebSocket is open."""
         url = (
             f"{self.ws_base_url}/api/kernels/{quote(kernel_id)}/channels"
             f"?session_id={self._session_id}"
         )
-        opened = anyio.Event()
         self._closed_error = None
+        self._kernel_died = None
         self._ws = None
-
-        async def run_connection() -> None:
-            try:
-                async with aconnect_ws(
-                    url,
-                    self._http,
-                    max_message_size_bytes=MAX_WEBSOCKET_MESSAGE_BYTES,
-                    keepalive_ping_interval_seconds=self.ping_interval,
-                ) as ws:
-                    self._ws = ws
-                    opened.set()
-                    await self._read_messages(ws)
-            except (HTTPXWSException, httpx.HTTPError, OSError) as exc:
-                self._connection_lost(exc)
-            finally:
-                self._connection_lost(None)
-                opened.set()
-
-        connection = BackgroundTask(run_connection, name=f"kernelbox client {kernel_id}")
+        self._ws_ready = anyio.Event()
+        connection = BackgroundTask(
+            functools.partial(self._run_connection, url, kernel_id),
+            name=f"kernelbox client {kernel_id}",
+        )
         connection.start()
 
         async def close_connection() -> None:
@@ -328,37 +333,97 @@ class KernelClient:
             await connection.wait()
 
         stack.push_async_callback(close_connection)
-        await opened.wait()
+        await self._ws_ready.wait()
         if self._ws is None:
-            raise GatewayConnectionError(
-                f"could not open the kernel WebSocket at {url}: {self._closed_error}"
-            )
+            raise self._closed_error or GatewayConnectionError(f"could not open the kernel WebSocket at {url}")
+
+    async def _run_connection(self, url: str, kernel_id: str) -> None:
+        """Keep the kernel's WebSocket open, reconnecting with the same session id if it drops.
+
+        The server buffers a session's messages while it is disconnected and replays them on
+        reconnection, so an execution in flight still gets all of its output.
+        """
+        attempts = 0
+        opened = False
+        try:
+            while True:
+                error: BaseException | None = None
+                try:
+                    async with aconnect_ws(
+                        url,
+                        self._http,
+                        max_message_size_bytes=MAX_WEBSOCKET_MESSAGE_BYTES,
+                        keepalive_ping_interval_seconds=self.ping_interval,
+                    ) as ws:
+                        if opened:
+                            logger.info("Reconnected to kernel %s", kernel_id)
+                        self._ws, opened, attempts = ws, True, 0
+                        self._ws_ready.set()
+                        await self._read_messages(ws)
+                except (HTTPXWSException, httpx.HTTPError, OSError) as exc:
+                    error = exc
+                self._ws = None
+                if self._ws_ready.is_set():
+                    self._ws_ready = anyio.Event()  # sends wait for the next connection
+                if not opened:
+                    self._fail_waiters(_connection_error(error))
+                    return
+                if await self._kernel_is_gone(kernel_id):
+                    self._kernel_gone("the kernel no longer exists on the gateway (it was shut down "
+                                      "or culled, or the gateway restarted); its state is lost")
+                    return
+                attempts += 1
+                if attempts > RECONNECT_ATTEMPTS:
+                    self._fail_waiters(_connection_error(error))
+                    return
+                logger.warning("Kernel %s WebSocket dropped (%r); reconnecting (%d/%d)",
+                               kernel_id, error, attempts, RECONNECT_ATTEMPTS)
+                await anyio.sleep(RECONNECT_INTERVAL_SECONDS * attempts)  # back-off between tries
+        finally:
+            self._ws = None
+            self._fail_waiters(GatewayConnectionError("the kernel WebSocket is closed"))
+            self._ws_ready.set()
+
+    async def _kernel_is_gone(self, kernel_id: str) -> bool:
+        """True when the gateway answers that the kernel does not exist (HTTP 404)."""
+        try:
+            response = await self._request("GET", f"/api/kernels/{kernel_id}")
+        except ClientError:
+            return False
+        return response.status_code == 404
 
     async def _read_messages(self, ws: Any) -> None:
         """The one reader of the WebSocket: route each message to the request it answers."""
         while True:
             message = _protocol.decode(await ws.receive_text())
-            waiter = self._waiters.get(_protocol.parent_id(message) or "")
+            parent = _protocol.parent_id(message)
+            if parent is None:
+                if _protocol.is_kernel_death(message):
+                    self._kernel_gone("the kernel died (its process exited: a crash, os._exit, a "
+                                      "signal or the out-of-memory killer); its state is lost")
+                continue
+            waiter = self._waiters.get(parent)
             if waiter is not None:
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await waiter.send(message)
 
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        """Record why the WebSocket ended and wake every waiting request."""
-        if self._closed_error is not None:
-            return
-        if isinstance(exc, WebSocketDisconnect):
-            reason = f": {exc.reason}" if exc.reason else ""
-            error = GatewayConnectionError(f"the kernel WebSocket closed (code {exc.code}{reason})")
-        elif exc is not None:
-            error = GatewayConnectionError(f"the kernel WebSocket failed: {exc!r}")
-        else:
-            error = GatewayConnectionError("the kernel WebSocket is closed")
-        self._closed_error = error
+    def _kernel_gone(self, reason: str) -> None:
+        """Remember that the kernel died; fail waiting and future executions until `reset()`."""
+        logger.warning("Kernel %s: %s", self._kernel_id, reason)
+        self._kernel_died = reason
+        self._fail_waiters(KernelDiedError(reason + "; call reset() for a fresh kernel"), close=False)
+
+    def _fail_waiters(self, error: Exception, *, close: bool = True) -> None:
+        """Wake every waiting request with `error`; with `close`, the connection is over."""
+        if close:
+            if self._closed_error is not None:
+                return
+            self._closed_error = error
         for waiter in list(self._waiters.values()):
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
                 waiter.send_nowait(_Closed(error))
-            waiter.close()  # a waiter whose buffer is full still sees the end
+            if close:
+                waiter.close()  # a waiter whose buffer is full still sees the end
 
     # -- requests ------------------------------------------------------------------------
 
@@ -376,8 +441,13 @@ class KernelClient:
             receive.close()
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if self._ws is None and self._closed_error is None:
+            # Reconnecting: wait for the new WebSocket (bounded by the reconnect attempts).
+            await self._ws_ready.wait()
         if self._closed_error is not None:
             raise self._closed_error
+        if self._ws is None:
+            raise GatewayConnectionError("the kernel WebSocket is not connected")
         try:
             await self._ws.send_text(_protocol.encode(message))
         except (HTTPXWSException, httpx.HTTPError) as exc:
@@ -416,8 +486,11 @@ class KernelClient:
             ExecutionError: the code raised; has ``ename``, ``evalue`` and ``traceback``.
             ExecutionTimeoutError: the timeout passed (a `TimeoutError`). The kernel was
                 interrupted (``state_kept=True``) or, if it stayed busy, restarted
-                (``state_kept=False``); the client stays usable.
-            GatewayConnectionError: the connection to the gateway was lost.
+                (``state_kept=False``); the client stays usable. ``state_kept=None`` when the
+                gateway did not answer the interrupt.
+            KernelDiedError: the kernel process died (now or before); `reset()` recovers.
+            GatewayConnectionError: the connection to the gateway was lost and could not be
+                re-established (a dropped WebSocket is reconnected transparently).
         """
         result: ExecutionResult | None = None
         async for item in self.stream(code, timeout=timeout):
@@ -444,6 +517,8 @@ class KernelClient:
             raise ValueError(f"timeout must be positive seconds or None, not {timeout}")
         kernel_id = self.kernel_id
         async with self._execute_lock:
+            if self._kernel_died is not None:
+                raise KernelDiedError(self._kernel_died + "; call reset() for a fresh kernel")
             deadline = math.inf if timeout is None else anyio.current_time() + timeout
             request = _protocol.execute_request(code, session=self._session_id)
             builder = ResultBuilder(self.images_dir, self.max_output_bytes)
@@ -498,26 +573,39 @@ class KernelClient:
         messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed],
         timeout: float | None,
     ) -> None:
-        """Interrupt; if the kernel stays busy, restart it. Always raises."""
-        await self._request("POST", f"/api/kernels/{kernel_id}/interrupt")
-        if await self._drain_until_done(messages, INTERRUPT_GRACE_SECONDS):
+        """Interrupt; if the kernel stays busy, restart it. Always raises a `TimeoutError`."""
+        seconds = float(timeout or 0)
+        prefix = f"the execution did not finish within {seconds:g} seconds"
+        try:
+            await self._control(kernel_id, "interrupt")
+            if await self._drain_until_done(messages, INTERRUPT_GRACE_SECONDS):
+                raise ExecutionTimeoutError(
+                    f"{prefix}; the kernel was interrupted and its state is kept",
+                    timeout=seconds, state_kept=True,
+                )
+            logger.warning("Kernel %s ignored the interrupt for %gs; restarting it",
+                           kernel_id, INTERRUPT_GRACE_SECONDS)
+            await self._control(kernel_id, "restart")
+            await self._wait_kernel_ready()
+        except ClientError as exc:
+            if isinstance(exc, ExecutionTimeoutError):
+                raise
             raise ExecutionTimeoutError(
-                f"the execution did not finish within {timeout:g} seconds; the kernel was "
-                "interrupted and its state is kept",
-                timeout=float(timeout or 0),
-                state_kept=True,
-            )
-        logger.warning("Kernel %s ignored the interrupt; restarting it", kernel_id)
-        response = await self._request("POST", f"/api/kernels/{kernel_id}/restart")
-        if response.status_code != 200:
-            raise KernelDiedError(f"the kernel could not be restarted after a timeout: {_error_detail(response)}")
-        await self._wait_kernel_ready()
+                f"{prefix}, and stopping it failed ({exc}); the kernel's state is unknown",
+                timeout=seconds, state_kept=None,
+            ) from exc
         raise ExecutionTimeoutError(
-            f"the execution did not finish within {timeout:g} seconds and ignored the interrupt; "
-            "the kernel was restarted and its state is lost",
-            timeout=float(timeout or 0),
-            state_kept=False,
+            f"{prefix} and it ignored the interrupt; the kernel was restarted and its state is lost",
+            timeout=seconds, state_kept=False,
         )
+
+    async def _control(self, kernel_id: str, action: str) -> None:
+        """POST an ``interrupt`` or ``restart`` for the kernel, bounded by a short timeout."""
+        response = await self._request(
+            "POST", f"/api/kernels/{kernel_id}/{action}", timeout=CONTROL_TIMEOUT_SECONDS
+        )
+        if response.status_code not in (200, 204):
+            raise KernelDiedError(f"the gateway could not {action} the kernel: {_error_detail(response)}")
 
     async def _drain_until_done(
         self, messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed], grace: float

@@ -177,7 +177,8 @@ def _srt_check() -> tuple[Check, list[str] | None]:
     version = _first_line([*srt, "--version"])
     detail = f"{srt[-1]} (version {version or 'unknown'})"
     if version != SRT_VERSION:
-        return Check("srt", "WARN", f"{detail}; kernelbox is verified with {SRT_VERSION}", _srt_fix()), srt
+        detail += f"; kernelbox is verified with {SRT_VERSION}"
+        return Check("srt", "WARN", detail, _srt_fix()), srt
     return Check("srt", "OK", detail), srt
 
 
@@ -199,7 +200,8 @@ def _node_check(srt: list[str]) -> Check:
     if major_minor < _MIN_NODE_VERSION:
         return Check("node", "FAIL", f"{srt[0]} {version} is too old", "install Node.js >= 20")
     if major_minor[0] < _VERIFIED_NODE_MAJOR:
-        return Check("node", "WARN", f"{srt[0]} {version}; verified with >= 20", "install Node.js >= 20")
+        detail = f"{srt[0]} {version}; verified with >= 20"
+        return Check("node", "WARN", detail, "install Node.js >= 20")
     return Check("node", "OK", f"{srt[0]} {version}")
 
 
@@ -268,7 +270,8 @@ def _judge_probe(output: str, *, escaped: bool) -> Check:
     except ValueError:
         result = {}
     if not result:
-        return Check("sandboxed run", "FAIL", f"srt failed: {output.strip()[-300:]}", "see the output")
+        detail = f"srt failed: {output.strip()[-300:]}"
+        return Check("sandboxed run", "FAIL", detail, "see the output above")
     detail = ", ".join(f"{key}: {value}" for key, value in result.items())
     weak = result.get("unix_socket") == "allowed" or result.get("write_outside") == "allowed"
     if weak or escaped:

@@ -132,10 +132,11 @@ class ExecutionTimeoutError(ClientError, TimeoutError):
     Attributes:
         timeout: the timeout that was exceeded, in seconds.
         state_kept: True when the kernel was interrupted and its variables survive; False when
-            it had to be restarted and its state is lost.
+            it ignored the interrupt and was restarted, so its state is lost; None when the
+            gateway did not answer the interrupt (e.g. it is hung) and the state is unknown.
     """
 
-    def __init__(self, message: str, *, timeout: float, state_kept: bool = True) -> None:
+    def __init__(self, message: str, *, timeout: float, state_kept: bool | None = True) -> None:
         super().__init__(message)
         self.timeout = timeout
         self.state_kept = state_kept

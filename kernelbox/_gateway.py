@@ -21,7 +21,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -50,7 +51,27 @@ _TORNADO_LEVELS = {
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 
-State = Literal["new", "starting", "running", "stopping", "stopped"]
+State = Literal["new", "starting", "running", "restarting", "failed", "stopping", "stopped"]
+RESTART_BACKOFF_SECONDS = 0.5
+MAX_RESTART_BACKOFF_SECONDS = 10.0
+LOG_DRAIN_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class GatewayRestart:
+    """What `KernelGateway` passes to ``on_restart`` after restarting a gateway that exited.
+
+    Attributes:
+        count: restarts so far in this gateway's life (1 for the first).
+        returncode: the exit status of the process that died (negative: killed by signal).
+        old_pid: the pid of the process that died.
+        pid: the pid of the new gateway process.
+    """
+
+    count: int
+    returncode: int | None
+    old_pid: int
+    pid: int
 
 
 def _bind_listening_socket(host: str, port: int) -> socket.socket:
@@ -123,6 +144,12 @@ class KernelGateway:
         cull_interval: seconds between culling checks (None: Jupyter's default, 300).
         cull_connected: also cull idle kernels that have a client connected.
         cull_busy: also cull busy kernels.
+        restart_limit: consecutive restarts tried when the gateway process exits unexpectedly
+            (0: never restart). The listening socket is kept, so clients keep the URL and
+            connections made meanwhile wait in its backlog. Kernels do not survive a restart.
+        stable_uptime: seconds a gateway must stay up for the consecutive-restart count to
+            start again from zero.
+        on_restart: called with a `GatewayRestart` after each successful restart.
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or an invalid value.
@@ -147,6 +174,9 @@ class KernelGateway:
         cull_interval: float | None = None,
         cull_connected: bool | None = None,
         cull_busy: bool | None = None,
+        restart_limit: int = 5,
+        stable_uptime: float = 30.0,
+        on_restart: Callable[[GatewayRestart], object] | None = None,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, not {type(host).__name__}")
@@ -160,6 +190,8 @@ class KernelGateway:
             raise ValueError("token must be a non-empty str, or None for a random one")
         if max_kernels is not None and max_kernels < 1:
             raise ValueError(f"max_kernels must be at least 1, not {max_kernels}")
+        if restart_limit < 0:
+            raise ValueError(f"restart_limit must be 0 or more, not {restart_limit}")
         if startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be positive seconds, not {startup_timeout}")
         self._requested_host = host
@@ -174,6 +206,9 @@ class KernelGateway:
         self.working_dir = Path(working_dir if working_dir is not None else os.getcwd()).resolve()
         self.startup_timeout = float(startup_timeout)
         self.srt_path = srt_path
+        self.restart_limit = restart_limit
+        self.stable_uptime = float(stable_uptime)
+        self._on_restart = on_restart
         self._gateway_config: dict[str, Any] = {
             "log_level": self.log_level,
             "max_kernels": max_kernels,
@@ -188,7 +223,11 @@ class KernelGateway:
         self._process: anyio.abc.Process | None = None
         self._state_dir: Path | None = None
         self._supervisor: BackgroundTask | None = None
-        self._exited = anyio.Event()
+        self._launch: tuple[list[str], dict[str, str]] | None = None
+        self._finished = anyio.Event()
+        self._failure: GatewayExitedError | None = None
+        self._restart_count = 0
+        self._pending_restart: tuple[int | None, int] = (None, 0)
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
 
     # -- what is live ------------------------------------------------------------------
@@ -229,12 +268,19 @@ class KernelGateway:
     @property
     def pid(self) -> int | None:
         """The pid of the gateway process (of srt when sandboxed), or None when not running."""
-        return self._process.pid if self._process is not None and not self._exited.is_set() else None
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     @property
     def state(self) -> State:
-        """``"new"``, ``"starting"``, ``"running"``, ``"stopping"`` or ``"stopped"``."""
+        """``"new"``, ``"starting"``, ``"running"``, ``"restarting"``, ``"failed"``,
+        ``"stopping"`` or ``"stopped"``."""
         return self._state
+
+    @property
+    def restart_count(self) -> int:
+        """How many times the supervisor has restarted the gateway after it exited."""
+        return self._restart_count
 
     @property
     def log_tail(self) -> list[str]:
@@ -274,16 +320,19 @@ class KernelGateway:
             )
         self._state = "starting"
         try:
-            await self._spawn()
-            await self._wait_ready()
+            self._prepare_launch()
+            self._process = await self._spawn_process()
+            self._supervisor = BackgroundTask(self._supervise, name="kernelbox gateway supervisor")
+            self._supervisor.start()
+            await self._wait_ready(self._process)
         except BaseException:
             await self._shutdown(timeout=5.0)
             raise
         self._state = "running"
-        assert self._process is not None
         logger.info("Started gateway [pid %d] on %s", self._process.pid, self.url)
 
-    async def _spawn(self) -> None:
+    def _prepare_launch(self) -> None:
+        """Bind the socket and build the command and environment every (re)start uses."""
         self._socket = _bind_listening_socket(self._requested_host, self._requested_port)
         self._state_dir = Path(tempfile.mkdtemp(prefix="kernelbox-gateway-"))
         runtime_dir = self._state_dir / "runtime"
@@ -304,7 +353,12 @@ class KernelGateway:
                 env=env,
             )
             argv, env = launch.argv, launch.env
-        self._process = await anyio.open_process(
+        self._launch = (argv, env)
+
+    async def _spawn_process(self) -> anyio.abc.Process:
+        assert self._socket is not None and self._launch is not None
+        argv, env = self._launch
+        process = await anyio.open_process(
             argv,
             stdin=self._socket.fileno(),
             stdout=subprocess.PIPE,
@@ -313,12 +367,11 @@ class KernelGateway:
             env=env,
             start_new_session=True,
         )
-        logger.debug("Spawned gateway [pid %d]: %s", self._process.pid, argv[:-1])
-        self._supervisor = BackgroundTask(self._supervise, name=f"kernelbox gateway {self._process.pid}")
-        self._supervisor.start()
+        logger.debug("Spawned gateway [pid %d]", process.pid)
+        return process
 
-    async def _wait_ready(self) -> None:
-        assert self._process is not None
+    async def _wait_ready(self, process: anyio.abc.Process) -> None:
+        """Return once the gateway answers; raise `GatewayStartError` if it exits or stalls."""
         ready = False
 
         async def request(tg: anyio.abc.TaskGroup) -> None:
@@ -333,7 +386,7 @@ class KernelGateway:
             # Otherwise the process is going down: let exited() report it.
 
         async def exited(tg: anyio.abc.TaskGroup) -> None:
-            await self._exited.wait()
+            await process.wait()
             tg.cancel_scope.cancel()
 
         with anyio.move_on_after(self.startup_timeout):
@@ -342,9 +395,9 @@ class KernelGateway:
                 tg.start_soon(exited, tg)
         if ready:
             return
-        if self._exited.is_set():
+        if process.returncode is not None:
             raise GatewayStartError(
-                f"the gateway process exited during start-up with status {self._process.returncode}",
+                f"the gateway process exited during start-up with status {process.returncode}",
                 log_lines=self.log_tail,
             )
         raise GatewayStartError(
@@ -352,16 +405,94 @@ class KernelGateway:
             log_lines=self.log_tail,
         )
 
-    async def _supervise(self) -> None:
-        """The gateway's own task: log its output and notice when it exits."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump_log)
-            await self._watch_exit()
+    # -- supervision ---------------------------------------------------------------------
 
-    async def _pump_log(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
+    async def _supervise(self) -> None:
+        """The gateway's own task: pump its log, and restart it when it exits unexpectedly."""
+        consecutive = 0
+        while True:
+            process = self._process
+            assert process is not None
+            started_at = anyio.current_time()
+            returncode = await self._run_process(process)
+            if self._state not in ("running", "restarting"):
+                # stop() was called, or start() is failing and reports it itself.
+                logger.info("Gateway [pid %d] exited with status %s", process.pid, returncode)
+                return
+            if anyio.current_time() - started_at >= self.stable_uptime:
+                consecutive = 0
+            consecutive += 1
+            if consecutive > self.restart_limit:
+                logger.error(
+                    "Gateway [pid %d] exited with status %s; giving up after %d consecutive restarts",
+                    process.pid, returncode, self.restart_limit,
+                )
+                self._failure = GatewayExitedError(
+                    f"the gateway [pid {process.pid}] exited with status {returncode} and "
+                    f"{self.restart_limit} consecutive restarts did not keep it up",
+                    returncode=returncode,
+                    log_lines=self.log_tail,
+                )
+                self._state = "failed"
+                self._finished.set()
+                return
+            delay = min(RESTART_BACKOFF_SECONDS * 2 ** (consecutive - 1), MAX_RESTART_BACKOFF_SECONDS)
+            logger.warning(
+                "Gateway [pid %d] exited unexpectedly with status %s; restarting in %.1fs (%d/%d)",
+                process.pid, returncode, delay, consecutive, self.restart_limit,
+            )
+            self._state = "restarting"
+            await anyio.sleep(delay)  # back-off between restarts, not a readiness signal
+            self._process = await self._spawn_process()
+            self._pending_restart = (returncode, process.pid)
+
+    async def _run_process(self, process: anyio.abc.Process) -> int:
+        """Pump the log of `process` (confirming a restart once it answers) until it exits."""
+        pump_done = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def pump() -> None:
+                try:
+                    await self._pump_log(process)
+                finally:
+                    pump_done.set()
+
+            tg.start_soon(pump)
+            if self._state == "restarting":
+                tg.start_soon(self._confirm_restart, process)
+            returncode = await process.wait()
+            # Read the last lines; kernels that inherited the pipe may keep it open longer.
+            with anyio.move_on_after(LOG_DRAIN_SECONDS):
+                await pump_done.wait()
+            tg.cancel_scope.cancel()
+        return returncode
+
+    async def _confirm_restart(self, process: anyio.abc.Process) -> None:
+        try:
+            await self._wait_ready(process)
+        except GatewayStartError as exc:
+            logger.error("Restarted gateway [pid %d] did not come up: %s", process.pid, exc.args[0])
+            _signal_group(process.pid, signal.SIGKILL)
+            return
+        if self._state != "restarting" or self._process is not process:
+            return
+        self._state = "running"
+        self._restart_count += 1
+        returncode, old_pid = self._pending_restart
+        logger.info("Restarted gateway [pid %d] on %s (restart %d)", process.pid, self.url, self._restart_count)
+        if self._on_restart is not None:
+            event = GatewayRestart(
+                count=self._restart_count, returncode=returncode, old_pid=old_pid, pid=process.pid
+            )
+            try:
+                self._on_restart(event)
+            except Exception:
+                logger.exception("on_restart callback failed")
+
+    async def _pump_log(self, process: anyio.abc.Process) -> None:
+        assert process.stdout is not None
         buffered = b""
-        async for data in self._process.stdout:
+        async for data in process.stdout:
             buffered += data
             *lines, buffered = buffered.split(b"\n")
             for raw in lines:
@@ -379,35 +510,21 @@ class KernelGateway:
         else:
             _log_gateway_line(line, stopping=self._state in ("stopping", "stopped"))
 
-    async def _watch_exit(self) -> None:
-        assert self._process is not None
-        returncode = await self._process.wait()
-        self._exited.set()
-        if self._state == "running":
-            logger.error("Gateway [pid %d] exited unexpectedly with status %s", self._process.pid, returncode)
-        else:
-            logger.info("Gateway [pid %d] exited with status %s", self._process.pid, returncode)
-
     async def join(self) -> None:
-        """Wait until the gateway process exits (after `stop()`, a signal, or a crash).
+        """Wait until the gateway is stopped for good: by `stop()`, or by exhausted restarts.
 
         Cancelling the waiting task cancels only the wait, not the gateway.
 
         Raises:
             RuntimeError: the gateway was never started.
-            GatewayExitedError: the process exited without `stop()` being called.
+            GatewayExitedError: the gateway kept exiting and `restart_limit` consecutive
+                restarts did not help; carries ``returncode`` and ``log_lines``.
         """
         if self._state == "new":
             raise RuntimeError("the gateway is not started; call start() first")
-        await self._exited.wait()
-        if self._state in ("running", "starting"):
-            assert self._process is not None
-            raise GatewayExitedError(
-                f"the gateway [pid {self._process.pid}] exited unexpectedly "
-                f"with status {self._process.returncode}",
-                returncode=self._process.returncode,
-                log_lines=self.log_tail,
-            )
+        await self._finished.wait()
+        if self._failure is not None:
+            raise self._failure
 
     async def stop(self, timeout: float = 10) -> None:
         """Stop the gateway and every kernel it started; safe to call more than once.
@@ -421,21 +538,25 @@ class KernelGateway:
         """
         if self._state in ("new", "stopped", "stopping"):
             return
-        self._state = "stopping"
         await self._shutdown(timeout=timeout)
 
     async def _shutdown(self, timeout: float) -> None:
         """Stop the process tree, then release everything; runs to the end even if cancelled."""
-        process = self._process
+        self._state = "stopping"
+        processes: list[anyio.abc.Process] = []
         with anyio.CancelScope(shield=True):
-            if process is not None:
-                await self._terminate(process, timeout)
+            if self._process is not None:
+                processes.append(self._process)
+                await self._terminate(self._process, timeout)
             if self._supervisor is not None:
-                # Kernels that inherited the log pipe may keep it open; stop reading it.
                 self._supervisor.cancel()
                 await self._supervisor.wait()
                 self._supervisor = None
-            if process is not None:
+            # A restart may have spawned a process just before the supervisor was cancelled.
+            if self._process is not None and self._process not in processes:
+                processes.append(self._process)
+                await self._terminate(self._process, timeout)
+            for process in processes:
                 await process.aclose()
         if self._socket is not None:
             self._socket.close()
@@ -444,21 +565,23 @@ class KernelGateway:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._state_dir = None
         self._state = "stopped"
-        if process is not None:
+        self._finished.set()
+        for process in processes:
             logger.info("Stopped gateway [pid %d]", process.pid)
 
     async def _terminate(self, process: anyio.abc.Process, timeout: float) -> None:
         """SIGTERM the process group, wait, SIGKILL what is left of the whole tree."""
+        if process.returncode is not None:
+            return
         tree = _process_tree(process.pid)
-        if not self._exited.is_set():
-            _signal_group(process.pid, signal.SIGTERM)
-            with anyio.move_on_after(timeout):
-                await self._exited.wait()
-        if not self._exited.is_set():
+        _signal_group(process.pid, signal.SIGTERM)
+        with anyio.move_on_after(timeout):
+            await process.wait()
+        if process.returncode is None:
             logger.warning("Gateway [pid %d] did not exit in %gs; killing it", process.pid, timeout)
             _signal_group(process.pid, signal.SIGKILL)
             with anyio.move_on_after(timeout):
-                await self._exited.wait()
+                await process.wait()
         # Kernels live in sessions of their own: give them the same time, then kill.
         await anyio.to_thread.run_sync(_reap_tree, tree, timeout)
 

@@ -34,6 +34,8 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from kernel_gateway.gatewayapp import KernelGatewayApp
 from tornado import httpserver
 
+KERNEL_POLL_SECONDS = 0.5
+
 # Variables the gateway process needs but kernels must not see.
 _PRIVATE_ENV = ("KG_AUTH_TOKEN",)
 
@@ -105,6 +107,9 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         "--KernelGatewayApp.kernel_websocket_connection_class="
         "kernelbox._gateway_app.NoDelayWebsocketConnection",
         "--JupyterWebsocketPersonality.list_kernels=True",
+        # Poll kernel processes every 0.5 s (default 3 s) so a dead kernel is reported fast:
+        # clients get a "restarting" status and fail the waiting execution.
+        f"--KernelRestarter.time_to_dead={KERNEL_POLL_SECONDS}",
     ]
     if config.get("max_kernels") is not None:
         argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")

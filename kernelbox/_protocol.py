@@ -75,3 +75,16 @@ def parent_id(message: dict[str, Any]) -> str | None:
     """The ``msg_id`` of the request this message answers, or None."""
     parent = message.get("parent_header") or {}
     return parent.get("msg_id")
+
+
+def is_kernel_death(message: dict[str, Any]) -> bool:
+    """True for the server's own iopub ``status`` saying the kernel died.
+
+    Jupyter Server's kernel restarter notices a dead kernel process, restarts it and sends
+    ``restarting`` (or ``dead`` when restarts fail) with no parent header.
+    """
+    return (
+        message.get("channel") == "iopub"
+        and message.get("header", {}).get("msg_type") == "status"
+        and (message.get("content") or {}).get("execution_state") in ("restarting", "dead")
+    )

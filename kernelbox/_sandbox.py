@@ -36,12 +36,10 @@ means checked on Debian 12, kernel 6.x, as root):
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import os
 import platform
 import posixpath
-import pwd
 import shutil
 import subprocess
 import sys
@@ -64,9 +62,9 @@ __all__ = [
     "effective_settings",
     "find_srt",
     "load_sandbox_settings",
+    "prepare_sandbox",
     "preset_names",
     "preset_path",
-    "prepare_sandbox",
     "sandbox_env",
     "validate_settings",
 ]
@@ -512,7 +510,8 @@ def _srt_install_hint() -> str:
         local = f"bash {_INSTALL_SCRIPT} (installs it into {_LOCAL_SRT_PREFIX}), or "
     else:
         local = ""
-    return f"install it with {local}npm install -g {SRT_PACKAGE}@{SRT_VERSION} (needs Node.js >= 18)"
+    package = f"{SRT_PACKAGE}@{SRT_VERSION}"
+    return f"install it with {local}npm install -g {package} (needs Node.js >= 20)"
 
 
 def find_srt(explicit: str | os.PathLike[str] | None = None) -> list[str]:
@@ -611,6 +610,7 @@ _USERNS_FIX = (
     "a container, allow unshare/clone of user namespaces)"
 )
 _verified: set[tuple[str, ...]] = set()
+_userns_usable: set[str] = set()
 
 
 def check_sandbox_prerequisites(srt: Sequence[str]) -> None:
@@ -671,7 +671,8 @@ def _linux_problems(srt: Sequence[str]) -> list[Problem]:
     if bwrap is not None:
         failure = user_namespace_failure(bwrap)
         if failure is not None:
-            problems.append(Problem(f"bubblewrap cannot create namespaces ({failure})", _USERNS_FIX))
+            what = f"bubblewrap cannot create namespaces ({failure})"
+            problems.append(Problem(what, _USERNS_FIX))
     return problems
 
 
@@ -724,13 +725,15 @@ def _seccomp_problems(srt: Sequence[str]) -> list[Problem]:
     return []
 
 
-@functools.lru_cache(maxsize=8)
 def user_namespace_failure(bwrap: str) -> str | None:
     """Why bubblewrap cannot create user and network namespaces here, or None when it can.
 
     Mirrors srt's own probe (``bwrap --unshare-user --dev-bind / / true`` in
-    ``linux-sandbox-utils.js``), plus a network namespace, which srt also needs.
+    ``linux-sandbox-utils.js``), plus a network namespace, which srt also needs. Takes ~20 ms;
+    a success is remembered for the life of the process (a failure is not: it can be fixed).
     """
+    if bwrap in _userns_usable:
+        return None
     argv = [bwrap, "--unshare-user", "--unshare-net", "--ro-bind", "/", "/", "true"]
     try:
         completed = subprocess.run(
@@ -745,6 +748,7 @@ def user_namespace_failure(bwrap: str) -> str | None:
         return str(exc)
     if completed.returncode != 0:
         return completed.stderr.strip() or f"exit status {completed.returncode}"
+    _userns_usable.add(bwrap)
     return None
 
 
@@ -782,8 +786,9 @@ def prepare_sandbox(
     a restarted gateway never runs under a file that something else changed.
 
     Args:
-        command: the command to run inside, e.g. ``[sys.executable, "-m", "kernelbox._gateway_app"]``.
-            Pass the listening socket as the spawned process's stdin; srt hands it on.
+        command: the command to run inside, e.g.
+            ``[sys.executable, "-m", "kernelbox._gateway_app"]``. Pass the listening socket as
+            the spawned process's stdin; srt hands it on.
         config: see `load_sandbox_settings`.
         srt_path: see `find_srt`.
         working_dir: the kernels' working directory; writable inside. Spawn srt with this cwd.
@@ -821,16 +826,13 @@ def prepare_sandbox(
         effective = pin_linux_tools(effective)
     _write_json_atomically(layout.settings_path, effective)
     argv = [*srt, "--settings", str(layout.settings_path), "--", *command]
-    return SandboxLaunch(argv=argv, env=sandbox_env(env, state_dir), settings_path=layout.settings_path)
+    launch_env = sandbox_env(env, state_dir)
+    return SandboxLaunch(argv=argv, env=launch_env, settings_path=layout.settings_path)
 
 
 def real_home_dirs(env: Mapping[str, str]) -> tuple[Path, ...]:
     """The home directories that ``~`` stands for: this process's, `env`'s and the account's."""
-    candidates = [os.path.expanduser("~"), env.get("HOME", "")]
-    try:
-        candidates.append(pwd.getpwuid(os.getuid()).pw_dir)
-    except KeyError:
-        pass
+    candidates = [os.path.expanduser("~"), env.get("HOME", ""), _account_home()]
     homes: list[Path] = []
     for candidate in candidates:
         if candidate and candidate != "~" and Path(candidate).is_absolute():
@@ -838,6 +840,16 @@ def real_home_dirs(env: Mapping[str, str]) -> tuple[Path, ...]:
             if home not in homes:
                 homes.append(home)
     return tuple(homes)
+
+
+def _account_home() -> str:
+    """The home directory in the user database ("" where there is none, e.g. Windows)."""
+    try:
+        import pwd  # POSIX only; sandboxing is refused elsewhere, after this runs
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return ""
 
 
 def runtime_dirs(srt: Sequence[str]) -> tuple[Path, ...]:
