@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench sandbox-prereqs clean
+.PHONY: demo test bench doctor sandbox-prereqs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml
 sandbox-prereqs:
 	bash scripts/install-sandbox-prereqs.sh
 
-# The main job: the real-data example, cell by cell in one kernel, charts saved to images/.
-demo: $(STAMP)
-	$(BIN)/kernelbox run examples/seattle_weather.py --images-dir images
+# The main job: the real-data example, cell by cell in one sandboxed kernel, charts in images/.
+demo: $(STAMP) sandbox-prereqs
+	bash scripts/demo.sh
 
-# The whole test suite (asyncio and trio; real gateways and kernels on loopback).
-test: $(STAMP)
+# The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback).
+test: $(STAMP) sandbox-prereqs
 	$(BIN)/python -m pytest -q
 
+doctor: $(STAMP)
+	$(BIN)/kernelbox doctor
+
 clean:
-	rm -rf $(VENV) images .pytest_cache
+	rm -rf $(VENV) .tools images .pytest_cache

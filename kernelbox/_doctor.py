@@ -77,15 +77,19 @@ class Check:
     fix: str = ""
 
 
-def doctor(stream: TextIO = sys.stdout) -> int:
+def doctor(stream: TextIO | None = None) -> int:
     """Check the sandbox prerequisites and print one line per check to `stream`.
 
+    Takes a few seconds: the last check starts srt for real.
+
     Args:
-        stream: where to print.
+        stream: where to print; `sys.stdout` as it is at call time when None (a default
+            bound at import would miss a later redirection, e.g. by pytest's capture).
 
     Returns:
         0 when the sandbox can run (no check failed), 1 otherwise.
     """
+    stream = sys.stdout if stream is None else stream
     failed = False
     for check in _checks():
         failed = failed or check.status == "FAIL"

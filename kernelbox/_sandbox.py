@@ -27,7 +27,10 @@ means checked on Debian 12, kernel 6.x, as root):
 - srt passes its own environment through to the command and adds proxy variables
   (``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, lower-case forms, ``GRPC_PROXY``,
   ``JAVA_TOOL_OPTIONS``, ``GIT_SSH_COMMAND``, ``SANDBOX_RUNTIME=1``, ...) and sets ``TMPDIR`` to
-  ``CLAUDE_CODE_TMPDIR`` (measured). The proxies answer 403 for hosts not allow-listed.
+  ``CLAUDE_CODE_TMPDIR`` (measured), so the caller must pass a minimal environment. The
+  proxies answer 403 for hosts not allow-listed. srt's host-side bridge sockets
+  (``claude-http-*.sock``) are created in ``CLAUDE_CODE_TMPDIR`` too, i.e. in the state
+  directory, and go with it (measured).
 - A copy of srt inside a writable path can be rewritten from inside the sandbox and then runs
   unsandboxed next time (README "Security Limitations"); kernelbox denies writes to it, to the
   Python installation and to kernelbox itself whenever they fall inside a writable path.
@@ -58,6 +61,7 @@ __all__ = [
     "SRT_VERSION",
     "SandboxLaunch",
     "SandboxLayout",
+    "allow_local_binding",
     "check_sandbox_prerequisites",
     "effective_settings",
     "find_srt",
@@ -824,6 +828,8 @@ def prepare_sandbox(
     effective = effective_settings(settings, layout)
     if sys.platform.startswith("linux"):
         effective = pin_linux_tools(effective)
+    elif sys.platform == "darwin":
+        effective = allow_local_binding(effective)
     _write_json_atomically(layout.settings_path, effective)
     argv = [*srt, "--settings", str(layout.settings_path), "--", *command]
     launch_env = sandbox_env(env, state_dir)
@@ -880,6 +886,20 @@ def pin_linux_tools(settings: Mapping[str, Any]) -> dict[str, Any]:
     rg = shutil.which("rg")
     if rg and "ripgrep" not in result:
         result["ripgrep"] = {"command": os.path.abspath(rg)}
+    return result
+
+
+def allow_local_binding(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """macOS: let the gateway accept on its socket and its kernels use loopback TCP (ZMQ).
+
+    Seatbelt has no network namespace: without ``network.allowLocalBinding`` the profile
+    srt generates allows loopback only to its proxy ports (``macos-sandbox-utils.js``), so
+    neither the gateway's ``accept()`` nor the kernels' ZMQ sockets would work. The price,
+    on macOS only, is that kernel code can also connect to services on the host's loopback.
+    Not verified on a Mac (none here). An explicit setting in the user's file is kept.
+    """
+    result: dict[str, Any] = json.loads(json.dumps(settings))
+    result.setdefault("network", {}).setdefault("allowLocalBinding", True)
     return result
 
 

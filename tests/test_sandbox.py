@@ -1,0 +1,566 @@
+"""The sandboxed gateway, through the public API: escape attempts fail, the kernel stays useful.
+
+One sandboxed gateway and kernel (``default`` preset) is shared by the module's tests; the
+``pypi`` preset and the process-cleanup check get gateways of their own. Runs under asyncio
+only: the sandbox is the subject here, and the backends are covered by the other modules.
+
+Outside CI a machine that cannot sandbox skips these tests with the reason; in CI
+(``CI=true``) they fail instead, so a CI run can never pass without exercising the sandbox.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import psutil
+import pytest
+
+from kernelbox import ExecutionResult, KernelClient, KernelGateway, SandboxUnavailableError
+from kernelbox._doctor import doctor
+from kernelbox._sandbox import (
+    check_sandbox_prerequisites,
+    find_srt,
+    prepare_sandbox,
+    preset_names,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
+
+START_TIMEOUT_SECONDS = 90.0
+TEST_TIMEOUT_SECONDS = 120.0
+MODULE_LIFETIME_SECONDS = 1800.0
+EXECUTE_TIMEOUT_SECONDS = 60.0
+PIP_TIMEOUT_SECONDS = 240.0
+
+PARENT_SECRET_NAME = "KERNELBOX_SANDBOX_TEST_SECRET"
+PARENT_SECRET_VALUE = "sandbox-secret-7f3a"
+INJECTED_NAME = "KERNELBOX_SANDBOX_INJECTED"
+INJECTED_VALUE = "injected-into-sandbox"
+CREDENTIAL_TEXT = "FAKE-CREDENTIAL-9c2e"
+# Relative to the fake home, all covered by the default preset's denyRead.
+FAKE_CREDENTIAL_FILES = (
+    ".ssh/id_ed25519",
+    ".aws/credentials",
+    ".config/gcloud/credentials.db",
+    ".kube/config",
+    ".docker/config.json",
+    ".netrc",
+    ".git-credentials",
+)
+# A small pure-Python package that is not a dependency of the test environment.
+PIP_PACKAGE, PIP_MODULE = "termcolor==3.3.0", "termcolor"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _unavailable_reason() -> str | None:
+    try:
+        check_sandbox_prerequisites(find_srt())
+    except SandboxUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sandbox_prerequisites() -> None:
+    """Skip (fail in CI) when this machine cannot run the sandbox."""
+    reason = _unavailable_reason()
+    if reason is None:
+        return
+    message = f"the sandbox cannot run here: {reason}"
+    if _in_ci():
+        pytest.fail(f"{message}\n(CI=true: sandbox tests must run; install the prerequisites)")
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The shared sandboxed gateway, its kernel, and the host paths around it."""
+
+    gateway: KernelGateway
+    client: KernelClient
+    work: Path
+    images: Path
+    outside: Path
+    fake_home: Path
+
+
+async def _serve(
+    box: dict[str, Path],
+    stop: anyio.Event,
+    *,
+    task_status: anyio.abc.TaskStatus[tuple[KernelGateway, KernelClient]] = (
+        anyio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Run a sandboxed gateway and one kernel until `stop` is set (bounded lifetime)."""
+    with anyio.fail_after(MODULE_LIFETIME_SECONDS):
+        async with KernelGateway(
+            host="127.0.0.1",
+            port=0,
+            sandbox=True,
+            sandbox_config="default",
+            working_dir=box["work"],
+            env={INJECTED_NAME: INJECTED_VALUE},
+            startup_timeout=START_TIMEOUT_SECONDS,
+        ) as gateway, KernelClient(
+            host=gateway.host, port=gateway.port, token=gateway.token, images_dir=box["images"]
+        ) as client:
+            task_status.started((gateway, client))
+            await stop.wait()
+
+
+def _make_fake_home(root: Path) -> Path:
+    home = root / "home"
+    for relative in FAKE_CREDENTIAL_FILES:
+        path = home / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(CREDENTIAL_TEXT, encoding="utf-8")
+    return home
+
+
+@pytest.fixture(scope="module")
+async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
+    """One sandboxed gateway + kernel; HOME is a fake home holding fake credentials.
+
+    The supervisor's HOME and a secret are set only while the gateway starts: that is when
+    kernelbox reads them (``~`` expands to this HOME; the kernel environment is built).
+    """
+    root = tmp_path_factory.mktemp("sandbox")
+    box = {name: root / name for name in ("work", "images", "outside")}
+    for path in box.values():
+        path.mkdir()
+    (box["work"] / ".env").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
+    (box["work"] / "sub").mkdir()
+    (box["work"] / "sub" / ".env.local").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
+    fake_home = _make_fake_home(root)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("HOME", str(fake_home))
+            patch.setenv(PARENT_SECRET_NAME, PARENT_SECRET_VALUE)
+            with anyio.fail_after(START_TIMEOUT_SECONDS):
+                gateway, client = await tg.start(_serve, box, stop)
+        yield Sandbox(gateway, client, box["work"], box["images"], box["outside"], fake_home)
+        stop.set()
+
+
+async def run(sandbox: Sandbox, code: str, timeout: float = EXECUTE_TIMEOUT_SECONDS) -> str:
+    """Execute `code` (dedented) in the shared kernel and return its text output."""
+    with anyio.fail_after(timeout + 10):
+        result = await sandbox.client.execute(textwrap.dedent(code), timeout=timeout)
+    return result.text or ""
+
+
+# -- escape attempts: each must fail ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com/", "https://example.com/", "https://pypi.org/simple/"]
+)
+async def test_http_to_a_host_not_on_the_allow_list_is_refused(sandbox: Sandbox, url: str) -> None:
+    # The host is refused by srt's proxy by name (403), before any lookup or connection.
+    text = await run(
+        sandbox,
+        f"""
+        import urllib.request
+        try:
+            urllib.request.urlopen({url!r}, timeout=20)
+            print("REACHED")
+        except Exception as exc:
+            print("REFUSED", type(exc).__name__, exc)
+        """,
+    )
+    assert text.startswith("REFUSED"), text
+    assert "403" in text, text
+
+
+async def test_dns_lookups_fail(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        """
+        import socket
+        for name in ("example.com", "pypi.org"):
+            try:
+                print("RESOLVED", name, socket.getaddrinfo(name, 443)[0][4])
+            except OSError as exc:
+                print("FAILED", name, type(exc).__name__)
+        """,
+    )
+    assert "RESOLVED" not in text, text
+    assert text.count("FAILED") == 2, text
+
+
+async def test_direct_connections_bypassing_the_proxy_fail(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        """
+        import socket
+        for address in (("1.1.1.1", 443), ("8.8.8.8", 53)):
+            try:
+                socket.create_connection(address, timeout=5).close()
+                print("CONNECTED", address)
+            except OSError as exc:
+                print("FAILED", address, type(exc).__name__)
+        """,
+    )
+    assert "CONNECTED" not in text, text
+    assert text.count("FAILED") == 2, text
+
+
+async def test_a_server_on_the_host_loopback_is_unreachable(sandbox: Sandbox) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        text = await run(
+            sandbox,
+            f"""
+            import os, socket, urllib.request
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+                print("CONNECTED direct")
+            except OSError as exc:
+                print("FAILED direct", type(exc).__name__)
+            # Through srt's proxy explicitly: it must not relay to the host's loopback either.
+            opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({{"http": os.environ["HTTP_PROXY"]}})
+            )
+            for host in ("127.0.0.1", "localhost"):
+                try:
+                    opener.open(f"http://{{host}}:{port}/", timeout=10)
+                    print("CONNECTED proxy", host)
+                except Exception as exc:
+                    print("FAILED proxy", host, exc)
+            """,
+        )
+        assert "CONNECTED" not in text, text
+        assert text.count("FAILED") == 3, text
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nothing ever connected to the host-side server
+
+
+async def test_writes_outside_the_working_and_state_dirs_fail(sandbox: Sandbox) -> None:
+    marker = f"kernelbox-escape-{uuid.uuid4().hex}"
+    targets = [
+        sandbox.outside / marker,
+        Path("/tmp") / marker,
+        sandbox.fake_home / marker,
+        sandbox.fake_home / ".bashrc",
+        Path(sys.prefix) / marker,
+    ]
+    text = await run(
+        sandbox,
+        f"""
+        for target in {[str(t) for t in targets]!r}:
+            try:
+                with open(target, "a") as file:
+                    file.write("escaped")
+                print("WROTE", target)
+            except OSError as exc:
+                print("FAILED", target, exc.strerror)
+        """,
+    )
+    assert "WROTE" not in text, text
+    assert text.count("FAILED") == len(targets), text
+    for target in targets:
+        assert not (target.exists() and "escaped" in target.read_text(errors="replace")), target
+
+
+async def test_denied_credential_files_cannot_be_read(sandbox: Sandbox) -> None:
+    targets = [sandbox.fake_home / relative for relative in FAKE_CREDENTIAL_FILES]
+    targets += [sandbox.work / ".env", sandbox.work / "sub" / ".env.local"]
+    text = await run(
+        sandbox,
+        f"""
+        for target in {[str(t) for t in targets]!r}:
+            try:
+                with open(target) as file:
+                    print("READ", target, file.read())
+            except OSError as exc:
+                print("DENIED", target, exc.strerror)
+        """,
+    )
+    assert CREDENTIAL_TEXT not in text, text
+    assert text.count("DENIED") == len(targets), text
+
+
+async def test_unix_sockets_are_refused(sandbox: Sandbox) -> None:
+    # srt's seccomp filter refuses socket(AF_UNIX) with EPERM: proof that it is on.
+    text = await run(
+        sandbox,
+        """
+        import socket
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            print("CREATED")
+        except PermissionError as exc:
+            print("REFUSED", exc.errno)
+        """,
+    )
+    assert text == "REFUSED 1", text
+
+
+async def test_kernel_code_cannot_change_the_sandbox_settings(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        """
+        import os
+        path = os.path.join(os.path.dirname(os.environ["HOME"]), "sandbox-settings.json")
+        attempts = {
+            "write": lambda: open(path, "a").write("{}"),
+            "delete": lambda: os.unlink(path),
+            "rename": lambda: os.rename(path, path + ".old"),
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                print("CHANGED", name)
+            except OSError as exc:
+                print("FAILED", name, exc.strerror)
+        """,
+    )
+    assert "CHANGED" not in text, text
+    assert text.count("FAILED") == 3, text
+
+
+async def test_the_parents_secret_environment_is_absent(sandbox: Sandbox) -> None:
+    text = await run(sandbox, f"import os; print(os.environ.get({PARENT_SECRET_NAME!r}, 'ABSENT'))")
+    assert text == "ABSENT"
+    assert PARENT_SECRET_VALUE not in await run(sandbox, "import os; print(dict(os.environ))")
+
+
+# -- the kernel stays fully useful ---------------------------------------------------------
+
+
+async def test_injected_env_and_srt_proxy_variables_are_visible(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        f"""
+        import os
+        print(os.environ[{INJECTED_NAME!r}])
+        print(os.environ.get("SANDBOX_RUNTIME"), "HTTPS_PROXY" in os.environ)
+        """,
+    )
+    assert text.splitlines() == [INJECTED_VALUE, "1 True"]
+
+
+async def test_numpy_pandas_and_matplotlib_work_and_images_are_saved(sandbox: Sandbox) -> None:
+    with anyio.fail_after(EXECUTE_TIMEOUT_SECONDS + 10):
+        result = await sandbox.client.execute(
+            textwrap.dedent(
+                """
+                import numpy as np, pandas as pd
+                import matplotlib
+                matplotlib.use("module://matplotlib_inline.backend_inline")
+                import matplotlib.pyplot as plt
+                frame = pd.DataFrame({"x": np.arange(10), "y": np.arange(10) ** 2})
+                print(int(frame["y"].sum()))
+                plt.plot(frame["x"], frame["y"])
+                plt.show()
+                """
+            ),
+            timeout=EXECUTE_TIMEOUT_SECONDS,
+        )
+    assert isinstance(result, ExecutionResult)
+    assert result.text is not None and "285" in result.text
+    assert len(result.images) == 1
+    image = result.images[0]
+    assert image.is_file() and image.parent == sandbox.images
+    assert image.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_subprocess_works(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        """
+        import subprocess, sys
+        for argv in ([sys.executable, "-c", "print(6 * 7)"], ["sh", "-c", "echo shell-ok"]):
+            print(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip())
+        """,
+    )
+    assert text.splitlines() == ["42", "shell-ok"]
+
+
+async def test_a_multiprocessing_fork_pool_works(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        """
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print(sum(pool.map(abs, range(-10, 0))))
+        """,
+    )
+    assert text == "55"
+
+
+async def test_files_written_in_the_working_dir_appear_on_the_host(sandbox: Sandbox) -> None:
+    name = f"from-kernel-{uuid.uuid4().hex}.txt"
+    text = await run(
+        sandbox,
+        f"""
+        import os
+        with open({name!r}, "w") as file:
+            file.write("written inside")
+        print(os.getcwd())
+        """,
+    )
+    assert Path(text).resolve() == sandbox.work.resolve()
+    assert (sandbox.work / name).read_text(encoding="utf-8") == "written inside"
+
+
+async def test_the_kernel_has_a_writable_home_and_temporary_directory(sandbox: Sandbox) -> None:
+    text = await run(
+        sandbox,
+        """
+        import os, pathlib, tempfile
+        with tempfile.NamedTemporaryFile() as file:
+            file.write(b"x")
+        pathlib.Path.home().joinpath("notes.txt").write_text("ok")
+        print(pathlib.Path.home().joinpath("notes.txt").read_text())
+        """,
+    )
+    assert text == "ok"
+
+
+# -- every preset runs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", preset_names())
+async def test_srt_accepts_every_preset(preset: str, tmp_path: Path) -> None:
+    """srt validates the effective settings itself (its own schema) and runs a command."""
+    work, state = tmp_path / "work", tmp_path / "state"
+    work.mkdir()
+    state.mkdir()
+    launch = prepare_sandbox(
+        [sys.executable, "-c", "print('ran')"],
+        config=preset,
+        srt_path=None,
+        working_dir=work,
+        state_dir=state,
+        env={"PATH": os.environ.get("PATH", os.defpath)},
+    )
+    with anyio.fail_after(EXECUTE_TIMEOUT_SECONDS):
+        completed = await anyio.run_process(
+            launch.argv, env=launch.env, cwd=work, check=False, start_new_session=True
+        )
+    output = (completed.stdout + completed.stderr).decode(errors="replace")
+    assert completed.returncode == 0, output
+    assert completed.stdout.decode().strip() == "ran", output
+
+
+def test_doctor_reports_that_the_sandbox_can_run() -> None:
+    report = io.StringIO()
+    assert doctor(report) == 0, report.getvalue()
+    assert "OK    sandboxed run" in report.getvalue()
+
+
+# -- gateways of their own -------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def own_sandbox(
+    tmp_path: Path, config: str = "default"
+) -> AsyncIterator[tuple[KernelGateway, KernelClient]]:
+    """A fresh sandboxed gateway and kernel; the caller bounds it with `anyio.fail_after`."""
+    async with KernelGateway(
+        host="127.0.0.1",
+        port=0,
+        sandbox=True,
+        sandbox_config=config,
+        working_dir=tmp_path,
+        startup_timeout=START_TIMEOUT_SECONDS,
+    ) as gateway:
+        images = tmp_path / "images"
+        async with KernelClient(
+            host=gateway.host, port=gateway.port, token=gateway.token, images_dir=images
+        ) as client:
+            yield gateway, client
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _command_lines(processes: list[psutil.Process]) -> list[str]:
+    lines = []
+    for process in processes:
+        try:
+            lines.append(" ".join(process.cmdline()) or process.name())
+        except psutil.Error:
+            pass
+    return lines
+
+
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {process.name()}")
+        except psutil.Error:
+            pass
+    return alive
+
+
+async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
+    tmp_path: Path,
+) -> None:
+    code = "for i in range(3): print(i, flush=True)"
+    with anyio.fail_after(TEST_TIMEOUT_SECONDS):
+        async with own_sandbox(tmp_path) as (gateway, client):
+            items = [item async for item in client.stream(code, timeout=30)]
+            assert gateway.pid is not None
+            processes = _process_tree(gateway.pid)
+            running = _command_lines(processes)
+    chunks = [item for item in items if not isinstance(item, ExecutionResult)]
+    assert "".join(chunks).split() == ["0", "1", "2"]
+    assert isinstance(items[-1], ExecutionResult)
+    # srt (node), bwrap, the socat proxy bridges, srt's seccomp helper, the gateway, a kernel.
+    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._gateway_app", "ipykernel"):
+        assert any(part in line for line in running), (part, running)
+    assert _alive(processes) == [], "left behind after stop()"
+
+
+async def test_pip_install_works_with_the_pypi_preset(tmp_path: Path) -> None:
+    refused_elsewhere = textwrap.dedent(
+        """
+        import urllib.request
+        try:
+            urllib.request.urlopen("https://example.com/", timeout=20)
+            print("REACHED")
+        except Exception as exc:
+            print("REFUSED", exc)
+        """
+    )
+    install = f"%pip install --no-cache-dir --disable-pip-version-check {PIP_PACKAGE}"
+    with anyio.fail_after(PIP_TIMEOUT_SECONDS + START_TIMEOUT_SECONDS):
+        async with own_sandbox(tmp_path, "pypi") as (_, client):
+            installed = await client.execute(install, timeout=PIP_TIMEOUT_SECONDS)
+            imported = await client.execute(f"import {PIP_MODULE}; print({PIP_MODULE}.__file__)")
+            other_host = await client.execute(refused_elsewhere, timeout=30)
+    assert "Successfully installed" in (installed.text or ""), installed.text
+    # pip installs into the gateway's state directory (PIP_TARGET), never the host's Python.
+    assert imported.text is not None and "site-packages" in imported.text, imported.text
+    assert not Path(imported.text).resolve().is_relative_to(Path(sys.prefix).resolve())
+    assert (other_host.text or "").startswith("REFUSED"), other_host.text
