@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import logging
 import math
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -26,7 +27,7 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx_ws import HTTPXWSException, WebSocketDisconnect, aconnect_ws
 
-from . import _protocol
+from . import _protocol, _transfer
 from ._errors import (
     AuthenticationError,
     ClientError,
@@ -49,12 +50,16 @@ HTTP_TIMEOUT_SECONDS = 30.0
 # Interrupt and restart requests after a timeout: short, so a hung gateway cannot stall them.
 CONTROL_TIMEOUT_SECONDS = 5.0
 RECONNECT_ATTEMPTS = 5
+DELETE_ATTEMPTS = 5
+DELETE_RETRY_SECONDS = 0.25
 RECONNECT_INTERVAL_SECONDS = 0.2
 MAX_WEBSOCKET_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
-# Messages buffered per execution between the reader task and the caller; when full, the
-# reader stops reading the socket (backpressure), so memory stays bounded.
-_EXECUTION_BUFFER_MESSAGES = 1024
+# Messages buffered between the socket and the caller, per execution and in httpx-ws; when
+# full, reading stops (TCP backpressure). Small, because one stream message can hold
+# megabytes when code prints fast (ipykernel batches output for up to 0.2 s).
+_EXECUTION_BUFFER_MESSAGES = 16
+_WEBSOCKET_QUEUE_MESSAGES = 16
 
 
 def _is_loopback(host: str) -> bool:
@@ -64,6 +69,23 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_CONNECTION_ERRORS = (
+    HTTPXWSException,
+    httpx.HTTPError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+def _leaf_exception(exc: BaseException) -> BaseException:
+    """The first non-group exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _connection_error(exc: BaseException | None) -> GatewayConnectionError:
@@ -153,6 +175,29 @@ class KernelClient:
         self._kernel_died: str | None = None
         self._ws_ready = anyio.Event()
         self._execute_lock = anyio.Lock()
+
+    @classmethod
+    def from_connection_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> KernelClient:
+        """A client for the gateway described by a connection file (not yet connected).
+
+        ``kernelbox serve --connection-file PATH`` writes one (``{"url", "token", "pid"}``,
+        mode 0600) and removes it on exit::
+
+            async with KernelClient.from_connection_file("~/.kernelbox.json") as kc:
+                ...
+
+        Args:
+            path: the connection file; ``~`` is expanded.
+            **kwargs: other `KernelClient` arguments (``images_dir``, ``kernel_name``, ...).
+
+        Raises:
+            FileNotFoundError: no file at `path` (is the server running?).
+            ValueError: the file is not a kernelbox connection file.
+        """
+        from ._connection_file import read_connection_file
+
+        info = read_connection_file(Path(path).expanduser())
+        return cls(base_url=info.url, token=info.token, **kwargs)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -258,6 +303,44 @@ class KernelClient:
         """
         await self._control(self.kernel_id, "interrupt")
 
+    async def upload(
+        self,
+        source: bytes | str | os.PathLike[str],
+        dest: str | os.PathLike[str],
+        *,
+        allow_outside: bool = False,
+        chunk_bytes: int = _transfer.DEFAULT_CHUNK_BYTES,
+        max_bytes: int | None = _transfer.DEFAULT_MAX_TRANSFER_BYTES,
+        timeout: float | None = _transfer.DEFAULT_TRANSFER_TIMEOUT_SECONDS,
+    ) -> str:
+        """Write bytes or a local file to `dest` in the kernel's filesystem, through the kernel.
+
+        Works with any gateway (no contents API needed). `dest` is relative to the kernel's
+        working directory; paths leaving it are refused unless `allow_outside`. Returns the
+        absolute path written. Details, limits and errors: `kernelbox._transfer.upload`.
+        """
+        return await _transfer.upload(self, source, dest, allow_outside=allow_outside,
+                                      chunk_bytes=chunk_bytes, max_bytes=max_bytes, timeout=timeout)
+
+    async def download(
+        self,
+        path: str | os.PathLike[str],
+        dest: str | os.PathLike[str] | None = None,
+        *,
+        allow_outside: bool = False,
+        chunk_bytes: int = _transfer.DEFAULT_CHUNK_BYTES,
+        max_bytes: int | None = _transfer.DEFAULT_MAX_TRANSFER_BYTES,
+        timeout: float | None = _transfer.DEFAULT_TRANSFER_TIMEOUT_SECONDS,
+    ) -> bytes:
+        """Read the file at `path` in the kernel's filesystem, through the kernel.
+
+        Returns its bytes, and also writes them to the local file `dest` when given. Paths
+        leaving the kernel's working directory are refused unless `allow_outside`. Details,
+        limits and errors: `kernelbox._transfer.download`.
+        """
+        return await _transfer.download(self, path, dest, allow_outside=allow_outside,
+                                        chunk_bytes=chunk_bytes, max_bytes=max_bytes, timeout=timeout)
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._http is None:
             raise NotConnectedError("the client has no kernel; call connect() or use 'async with'")
@@ -268,9 +351,11 @@ class KernelClient:
         if response.status_code == 401 or (
             response.status_code == 403 and b"Resource Limit" not in response.content
         ):
+            # The server's reason matters: Enterprise Gateway also answers 403 for a user it
+            # does not allow to start kernels (e.g. "root", its default unauthorized_users).
             raise AuthenticationError(
-                f"the gateway at {self.base_url} refused the token (HTTP {response.status_code}); "
-                "pass the gateway's token (KernelGateway.token)"
+                f"the gateway at {self.base_url} refused the request (HTTP {response.status_code}: "
+                f"{_error_detail(response)}); pass the gateway's token (KernelGateway.token)"
             )
         return response
 
@@ -309,8 +394,17 @@ class KernelClient:
         return None
 
     async def _delete_kernel(self, kernel_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await self._request("DELETE", f"/api/kernels/{kernel_id}")
+        for attempt in range(1, DELETE_ATTEMPTS + 1):
+            try:
+                response = await self._request("DELETE", f"/api/kernels/{kernel_id}")
+            except ClientError:
+                return
+            if response.status_code < 500:
+                return
+            # Jupyter Server answers 500 (InvalidStateError in MultiKernelManager) when asked to
+            # shut down a kernel whose automatic restart is still under way; once the restart
+            # settles, the shutdown works.
+            await anyio.sleep(DELETE_RETRY_SECONDS * attempt)
 
     async def _open_channels(self, stack: AsyncExitStack, kernel_id: str) -> None:
         """Start the client's connection task and wait until the kernel's WebSocket is open."""
@@ -353,6 +447,7 @@ class KernelClient:
                         url,
                         self._http,
                         max_message_size_bytes=MAX_WEBSOCKET_MESSAGE_BYTES,
+                        queue_size=_WEBSOCKET_QUEUE_MESSAGES,
                         keepalive_ping_interval_seconds=self.ping_interval,
                     ) as ws:
                         if opened:
@@ -360,8 +455,10 @@ class KernelClient:
                         self._ws, opened, attempts = ws, True, 0
                         self._ws_ready.set()
                         await self._read_messages(ws)
-                except (HTTPXWSException, httpx.HTTPError, OSError) as exc:
-                    error = exc
+                except Exception as exc:  # httpx-ws raises through its task group
+                    error = _leaf_exception(exc)
+                    if not isinstance(error, _CONNECTION_ERRORS):
+                        raise
                 self._ws = None
                 if self._ws_ready.is_set():
                     self._ws_ready = anyio.Event()  # sends wait for the next connection
@@ -467,7 +564,9 @@ class KernelClient:
             f"the kernel did not answer kernel_info within {KERNEL_READY_TIMEOUT_SECONDS:g} seconds"
         )
 
-    async def execute(self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS) -> ExecutionResult:
+    async def execute(
+        self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS, *, store_history: bool = True
+    ) -> ExecutionResult:
         """Execute `code` in the kernel and return its output once it has finished.
 
         Variables, imports and definitions persist across calls, as in a notebook.
@@ -476,6 +575,8 @@ class KernelClient:
             code: Python source, one or more statements; the last expression's value is
                 returned as a result, as in a notebook cell.
             timeout: seconds to wait for the execution to finish; None waits forever.
+            store_history: False keeps `code` out of the kernel's history (``In``, ``_iN``)
+                and leaves the execution count alone (file transfers use it).
 
         Returns:
             The `ExecutionResult`: ``text``, ``images``, ``stdout``, ``stderr``, ``outputs``.
@@ -493,14 +594,14 @@ class KernelClient:
                 re-established (a dropped WebSocket is reconnected transparently).
         """
         result: ExecutionResult | None = None
-        async for item in self.stream(code, timeout=timeout):
+        async for item in self.stream(code, timeout=timeout, store_history=store_history):
             if isinstance(item, ExecutionResult):
                 result = item
         assert result is not None
         return result
 
     async def stream(
-        self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+        self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS, *, store_history: bool = True
     ) -> AsyncIterator[OutputChunk | ExecutionResult]:
         """Execute `code`, yielding output as it arrives, then the `ExecutionResult` last.
 
@@ -520,7 +621,7 @@ class KernelClient:
             if self._kernel_died is not None:
                 raise KernelDiedError(self._kernel_died + "; call reset() for a fresh kernel")
             deadline = math.inf if timeout is None else anyio.current_time() + timeout
-            request = _protocol.execute_request(code, session=self._session_id)
+            request = _protocol.execute_request(code, session=self._session_id, store_history=store_history)
             builder = ResultBuilder(self.images_dir, self.max_output_bytes)
             with self._register(request["header"]["msg_id"]) as messages:
                 await self._send(request)

@@ -35,18 +35,44 @@ from kernel_gateway.gatewayapp import KernelGatewayApp
 from tornado import httpserver
 
 KERNEL_POLL_SECONDS = 0.5
+MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 
 # Variables the gateway process needs but kernels must not see.
 _PRIVATE_ENV = ("KG_AUTH_TOKEN",)
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
-    """Kernel WebSocket connection that disables Nagle's algorithm on its TCP socket."""
+    """Kernel WebSocket connection without Nagle delay and with bounded stream messages.
+
+    ipykernel batches output for up to 0.2 s, so code that prints fast produces single
+    ``stream`` messages of tens of megabytes (80 MB measured); each would cost the client
+    several times that in memory. Such messages are split into ``stream`` messages of at most
+    `MAX_STREAM_MESSAGE_CHARS` characters, in order, with the same parent.
+    """
 
     def connect(self):  # type: ignore[override]
         # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
         self.websocket_handler.set_nodelay(True)
         return super().connect()
+
+    def _on_zmq_reply(self, stream: Any, msg: Any) -> None:
+        for part in split_stream_message(msg, MAX_STREAM_MESSAGE_CHARS):
+            super()._on_zmq_reply(stream, part)
+
+
+def split_stream_message(msg: Any, max_chars: int) -> list[Any]:
+    """Split a deserialized ``stream`` message whose text is longer than `max_chars`."""
+    if not isinstance(msg, dict) or msg.get("msg_type") != "stream":
+        return [msg]
+    text = msg.get("content", {}).get("text", "")
+    if len(text) <= max_chars:
+        return [msg]
+    parts = []
+    for index, start in enumerate(range(0, len(text), max_chars)):
+        header = dict(msg["header"], msg_id=f"{msg['header']['msg_id']}.{index}")
+        content = dict(msg["content"], text=text[start : start + max_chars])
+        parts.append(dict(msg, header=header, msg_id=header["msg_id"], content=content))
+    return parts
 
 
 class SocketActivatedGatewayApp(KernelGatewayApp):
@@ -110,6 +136,9 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         # Poll kernel processes every 0.5 s (default 3 s) so a dead kernel is reported fast:
         # clients get a "restarting" status and fail the waiting execution.
         f"--KernelRestarter.time_to_dead={KERNEL_POLL_SECONDS}",
+        # Jupyter Server drops iopub output above 1 MB/s or 1,000 messages/s ("IOPub data rate
+        # exceeded"): silent loss. The client bounds output itself, with a visible marker.
+        "--ZMQChannelsWebsocketConnection.limit_rate=False",
     ]
     if config.get("max_kernels") is not None:
         argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")

@@ -37,21 +37,22 @@ def new_message(
     }
 
 
-def execute_request(code: str, *, session: str) -> dict[str, Any]:
+def execute_request(code: str, *, session: str, store_history: bool = True) -> dict[str, Any]:
     """An ``execute_request`` that stores history and refuses ``input()`` (no stdin channel).
 
     With ``allow_stdin=False``, ``input()`` in user code raises ``StdinNotImplementedError``
-    at once instead of waiting for an answer that never comes.
+    at once instead of waiting for an answer that never comes. ``store_history=False`` keeps
+    the code out of the kernel's ``In``/``_iN`` history and leaves the execution count alone.
     """
     return new_message(
         "execute_request",
         {
             "code": code,
             "silent": False,
-            "store_history": True,
+            "store_history": store_history,
             "user_expressions": {},
             "allow_stdin": False,
-            "stop_on_error": True,
+            "stop_on_error": False,
         },
         session=session,
     )
