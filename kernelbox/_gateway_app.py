@@ -88,13 +88,6 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
         self.http_server.add_socket(self.listening_socket)
         self.port = self.listening_socket.getsockname()[1]
 
-    def init_webapp(self) -> None:
-        super().init_webapp()
-        # Tornado warns on every connection when the ping timeout exceeds the ping interval
-        # (jupyter_server defaults the timeout to 3 x interval); keep them equal.
-        settings = self.web_app.settings
-        settings["ws_ping_timeout"] = settings.get("ws_ping_interval")
-
     def init_signal(self) -> None:
         # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
         super().init_signal()

@@ -1,0 +1,112 @@
+"""The reliability guarantees hold inside the OS sandbox too: no orphans, kernel death, restarts.
+
+Outside CI a machine that cannot sandbox skips these tests; in CI (``CI=true``) they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
+from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
+HELPERS = Path(__file__).parent / "helpers"
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _alive(pids) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _inner_gateway_pid(gateway: KernelGateway) -> int:
+    """The gateway's Python process inside the sandbox (the tree is srt → bwrap → ...)."""
+    for child in psutil.Process(gateway.pid).children(recursive=True):
+        if "kernelbox._gateway_app" in " ".join(child.cmdline()):
+            return child.pid
+    raise AssertionError("no gateway process under srt")
+
+
+async def test_sandboxed_supervisor_sigkill_leaves_no_process_behind() -> None:
+    process = await anyio.open_process([sys.executable, str(HELPERS / "supervisor_child.py"), "--sandbox"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    pids: set[int] = set()
+    try:
+        with anyio.fail_after(120):
+            line = b""
+            async for data in process.stdout:
+                line += data
+                if b"\n" in line:
+                    break
+        info = json.loads(line)
+        pids = {info["gateway"], *info["tree"]}
+        names = {psutil.Process(pid).name() for pid in _alive(pids)}
+        assert {"bwrap", "socat"} <= names, names  # srt's helpers are part of what must go
+        process.kill()
+        await process.wait()
+        killed_at = time.monotonic()
+        _, alive = await anyio.to_thread.run_sync(
+            lambda: psutil.wait_procs([psutil.Process(p) for p in _alive(pids)], timeout=2)
+        )
+        leftovers = [(p.pid, p.name()) for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert leftovers == []
+        assert time.monotonic() - killed_at <= 2.5
+    finally:
+        for pid in _alive(pids):
+            os.kill(pid, signal.SIGKILL)
+        await process.aclose()
+
+
+async def test_sandboxed_kernel_death_and_timeout_escalation(tmp_path: Path) -> None:
+    with anyio.fail_after(180):
+        async with KernelGateway(port=0, sandbox=True, working_dir=tmp_path, startup_timeout=90) as gateway:
+            async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                    images_dir=tmp_path) as client:
+                await client.execute("kept = 1")
+                with pytest.raises(ExecutionTimeoutError) as info:
+                    await client.execute("import time\nwhile True: time.sleep(0.05)", timeout=1)
+                assert info.value.state_kept is True
+                assert (await client.execute("kept")).text == "1"
+                started = time.monotonic()
+                with pytest.raises(KernelDiedError):
+                    await client.execute("import os\nos._exit(1)")
+                assert time.monotonic() - started < 2.5
+                await client.reset()
+                assert (await client.execute("1 + 1")).text == "2"
+
+
+async def test_sandboxed_gateway_crash_is_restarted_on_the_same_url(tmp_path: Path) -> None:
+    restarted = anyio.Event()
+    with anyio.fail_after(240):
+        async with KernelGateway(port=0, sandbox=True, working_dir=tmp_path, startup_timeout=90,
+                                 on_restart=lambda event: restarted.set()) as gateway:
+            url = gateway.url
+            old_srt = gateway.pid
+            os.kill(_inner_gateway_pid(gateway), signal.SIGKILL)
+            await restarted.wait()
+            assert gateway.restart_count == 1
+            assert gateway.url == url and gateway.pid != old_srt
+            async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                    images_dir=tmp_path) as client:
+                assert (await client.execute("print('sandboxed again')")).text == "sandboxed again"
