@@ -18,6 +18,7 @@ import anyio
 
 from ._cells import split_cells
 from ._client import KernelClient
+from ._connection_file import published
 from ._errors import ExecutionError, KernelboxError
 from ._gateway import KernelGateway
 from ._results import ExecutionResult, OutputChunk
@@ -69,6 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="localhost", help="interface to listen on (default localhost)")
     serve.add_argument("--port", type=int, default=8888, help="TCP port; 0 picks a free one (default 8888)")
     serve.add_argument("--json", action="store_true", help="print the URL and token as one JSON line")
+    serve.add_argument("--connection-file", type=Path, metavar="PATH",
+                       help="write {url, token, pid} to PATH (mode 0600) for other local processes; "
+                            "removed on exit")
     _add_gateway_options(serve, default_log_level="INFO")
 
     run = commands.add_parser("run", help="run a Python file cell by cell (# %% cells) in one kernel")
@@ -80,13 +84,28 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_gateway_options(run, default_log_level="WARNING")
 
     commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
+
+    mcp = commands.add_parser("mcp", help="serve one stateful kernel as Model Context Protocol tools "
+                                          "(needs the 'mcp' extra)")
+    mcp.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio",
+                     help="stdio (default; what desktop agents launch) or streamable-http")
+    mcp.add_argument("--host", default="127.0.0.1", help="streamable-http: interface (default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=8000, help="streamable-http: TCP port (default 8000)")
+    mcp.add_argument("--images-dir", type=Path, default=Path("images"),
+                     help="where images are saved (default ./images)")
+    mcp.add_argument("--max-output-bytes", type=int, default=1024 * 1024,
+                     help="text output kept per execution, in bytes (default 1 MiB)")
+    mcp.add_argument("--connection-file", type=Path, metavar="PATH",
+                     help="use the gateway of a running 'kernelbox serve --connection-file PATH' "
+                          "instead of starting one")
+    _add_gateway_options(mcp, default_log_level="WARNING")
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> int:
     gateway = _gateway_from_args(args, host=args.host, port=args.port)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with gateway:
+        async with gateway, published(args.connection_file, gateway):
             if args.json:
                 print(json.dumps({"url": gateway.url, "token": gateway.token, "pid": gateway.pid}), flush=True)
             else:
@@ -152,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._doctor import doctor
 
         return doctor()
+    if args.command == "mcp":
+        from ._mcp import run  # lazily: the mcp package is an optional extra
+
+        return run(args)
     try:
         if args.command == "serve":
             return anyio.run(_serve, args)

@@ -255,7 +255,8 @@ class KernelClient:
                     base_url=self.base_url,
                     headers=headers,
                     timeout=HTTP_TIMEOUT_SECONDS,
-                    verify=self.verify,
+                    # Plain http needs no TLS context; building one loads the CA bundle (~30 ms).
+                    verify=self.verify if self.base_url.startswith("https:") else False,
                     trust_env=self._trust_env,
                 )
             )

@@ -21,6 +21,7 @@ Gateway removes it from kernel environments.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -32,7 +33,10 @@ from typing import Any
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from kernel_gateway.gatewayapp import KernelGatewayApp
+from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
 from tornado import httpserver
+from jupyter_server._tz import utcnow
+from traitlets import Float, Integer
 
 KERNEL_POLL_SECONDS = 0.5
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
@@ -73,6 +77,87 @@ def split_stream_message(msg: Any, max_chars: int) -> list[Any]:
         content = dict(msg["content"], text=text[start : start + max_chars])
         parts.append(dict(msg, header=header, msg_id=header["msg_id"], content=content))
     return parts
+
+
+class PooledKernelManager(SeedingMappingKernelManager):
+    """Kernel manager that keeps `pool_size` kernels started and ready ahead of demand.
+
+    A request for the default kernelspec with no ``env`` and no ``path`` — the request every
+    fresh kernel would get — takes the oldest pooled kernel, which has already answered
+    ``kernel_info``, and a replacement starts in the background. Pooled kernels are started
+    exactly like requested ones (same environment, same sandbox), each is handed out once, and
+    until then they are hidden from listings, the ``max_kernels`` count and culling.
+    (Kernel Gateway's own ``prespawn_count`` never hands its kernels to ``POST /api/kernels``
+    in websocket mode.)
+    """
+
+    pool_size = Integer(0, config=True, help="Kernels kept started and ready ahead of demand.")
+    pool_ready_timeout = Float(60.0, config=True, help="Seconds a pooled kernel may take to answer.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pool: list[str] = []  # ready, oldest first
+        self._pool_ids: set[str] = set()  # ready or still starting
+        self._filling = 0
+        self._fill_tasks: set[asyncio.Task[None]] = set()
+
+    def _poolable(self, kwargs: dict[str, Any]) -> bool:
+        name = kwargs.get("kernel_name") or self.default_kernel_name
+        return (
+            name == self.default_kernel_name
+            and not kwargs.get("env")
+            and kwargs.get("path") is None
+            and kwargs.get("kernel_id") is None
+        )
+
+    async def start_kernel(self, *args: Any, **kwargs: Any) -> str:
+        if not args and self._pool and self._poolable(kwargs):
+            kernel_id = self._pool.pop(0)
+            self._pool_ids.discard(kernel_id)
+            self.get_kernel(kernel_id).last_activity = utcnow()
+            self.log.info("Handed out pooled kernel %s (%d ready)", kernel_id, len(self._pool))
+            self.fill_pool()
+            return kernel_id
+        return await super().start_kernel(*args, **kwargs)
+
+    def fill_pool(self) -> None:
+        """Start kernels until `pool_size` are ready or starting (within ``max_kernels``)."""
+        max_kernels = getattr(self.parent, "max_kernels", None)
+        while len(self._pool) + self._filling < self.pool_size:
+            if max_kernels is not None and len(self._kernels) >= max_kernels:
+                return
+            self._filling += 1
+            task = asyncio.ensure_future(self._add_pooled_kernel())
+            self._fill_tasks.add(task)
+            task.add_done_callback(self._fill_tasks.discard)
+
+    async def _add_pooled_kernel(self) -> None:
+        kernel_id = None
+        try:
+            kernel_id = await super().start_kernel(kernel_name=self.default_kernel_name)
+            self._pool_ids.add(kernel_id)
+            client = self.get_kernel(kernel_id).client()
+            client.start_channels()
+            try:
+                await client.wait_for_ready(timeout=self.pool_ready_timeout)
+            finally:
+                client.stop_channels()
+            self._pool.append(kernel_id)
+            self.log.info("Pooled kernel %s ready (%d ready)", kernel_id, len(self._pool))
+        except Exception:
+            self.log.exception("Could not start a pooled kernel")
+            if kernel_id is not None:
+                self._pool_ids.discard(kernel_id)
+                await self.shutdown_kernel(kernel_id, now=True)
+        finally:
+            self._filling -= 1
+
+    def list_kernels(self) -> list[dict[str, Any]]:
+        return [k for k in super().list_kernels() if k["id"] not in self._pool_ids]
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        if kernel_id not in self._pool_ids:
+            await super().cull_kernel_if_idle(kernel_id)
 
 
 class SocketActivatedGatewayApp(KernelGatewayApp):
@@ -132,6 +217,8 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         # Jupyter Server drops iopub output above 1 MB/s or 1,000 messages/s ("IOPub data rate
         # exceeded"): silent loss. The client bounds output itself, with a visible marker.
         "--ZMQChannelsWebsocketConnection.limit_rate=False",
+        "--KernelGatewayApp.kernel_manager_class=kernelbox._gateway_app.PooledKernelManager",
+        f"--PooledKernelManager.pool_size={int(config.get('pool_size') or 0)}",
     ]
     if config.get("max_kernels") is not None:
         argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")
@@ -155,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     app.env_process_whitelist = kernel_env_names
     app.initialize(_config_argv(config))
     threading.Thread(target=_watch_lifeline, args=(app,), daemon=True, name="lifeline").start()
+    app.io_loop.add_callback(app.kernel_manager.fill_pool)
     app.start()
 
 

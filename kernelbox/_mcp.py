@@ -1,0 +1,436 @@
+"""``kernelbox mcp``: one stateful kernel served as Model Context Protocol tools.
+
+Desktop agents (Claude Desktop, IDEs, ...) launch the server over stdio; streamable HTTP is an
+option. It is built on the official ``mcp`` SDK (2.x, ``MCPServer``), an optional extra:
+``pip install 'kernelbox[mcp]'``. Importing ``kernelbox`` never imports it.
+
+Tools: ``execute_code``, ``interrupt_kernel``, ``reset_kernel``, ``upload_file``,
+``download_file``. One gateway and one client per server process: the gateway starts in the
+background as the server starts (a tool call that comes first waits for it) and is stopped,
+kernels included, when the server exits. The SDK runs requests concurrently, so
+``interrupt_kernel`` reaches a kernel whose ``execute_code`` is still running.
+
+Long executions report progress (``notifications/progress``) when the caller sent a progress
+token: output as it is printed, and at least every `HEARTBEAT_SECONDS` while nothing is
+printed, so clients that reset their timeout on progress do not give up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import logging
+import mimetypes
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+import anyio
+
+try:
+    from mcp import types
+    from mcp.server.mcpserver import Context, MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "kernelbox's MCP server needs the official MCP SDK: pip install 'kernelbox[mcp]'"
+    ) from exc
+from pydantic import Field
+
+from ._client import KernelClient
+from ._errors import KernelboxError, KernelDiedError
+from ._gateway import KernelGateway
+from ._results import ExecutionResult
+from ._transfer import ALLOW_OUTSIDE_HINT, FileTransferError
+from .integrations.tool import CodeOutcome, run_code
+
+logger = logging.getLogger("kernelbox.mcp")
+
+__all__ = ["McpOptions", "build_server", "run", "serve"]
+
+DEFAULT_EXECUTE_TIMEOUT_SECONDS = 120.0
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
+# File content travels inside MCP messages (base64): keep them reasonable for an agent.
+MAX_TRANSFER_BYTES = 16 * 1024 * 1024
+# Printed output is sent as progress at most this often, batched in between.
+PROGRESS_INTERVAL_SECONDS = 0.5
+# A progress notification at least this often while an execution prints nothing.
+HEARTBEAT_SECONDS = 10.0
+MAX_PROGRESS_MESSAGE_CHARS = 4000
+_SHUTDOWN_TIMEOUT_SECONDS = 30.0
+_INTERRUPT_TIMEOUT_SECONDS = 5.0
+# Image types that agents' models accept as image content; SVG is listed by path only.
+_INLINE_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+INSTRUCTIONS = """\
+A stateful Python kernel (IPython), like a notebook: variables, imports and definitions persist
+across execute_code calls until reset_kernel. Plots (matplotlib) come back as images. Files in
+the kernel's working directory can be written with upload_file and read with download_file.
+Use interrupt_kernel to stop a long-running execution."""
+
+
+@dataclass
+class McpOptions:
+    """How the server gets its kernel.
+
+    Attributes:
+        sandbox: run the gateway and kernels inside the OS sandbox.
+        sandbox_config: sandbox preset name or settings file.
+        working_dir: the kernels' working directory (file paths are relative to it).
+        env: variables injected into the kernel's environment.
+        images_dir: where images are saved.
+        max_output_bytes: text output kept per execution; None: no limit.
+        connection_file: use the gateway of a running ``kernelbox serve --connection-file``
+            instead of starting one.
+        log_level: the gateway's log level.
+    """
+
+    sandbox: bool = False
+    sandbox_config: str | None = None
+    working_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    images_dir: Path = field(default_factory=lambda: Path("images"))
+    max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES
+    connection_file: Path | None = None
+    log_level: str = "WARNING"
+
+
+class KernelRuntime:
+    """The server's one gateway and one connected client, started once and stopped on exit."""
+
+    def __init__(self, options: McpOptions) -> None:
+        self.options = options
+        self._lock = anyio.Lock()
+        self._gateway: KernelGateway | None = None
+        self._client: KernelClient | None = None
+        self._closed = False
+
+    async def client(self) -> KernelClient:
+        """The connected client, starting the gateway and kernel first if needed.
+
+        Raises:
+            KernelboxError: the gateway or kernel could not be started (retried on the next call).
+        """
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError("the MCP server is shutting down")
+            if self._client is None:
+                await self._start()
+            assert self._client is not None
+            return self._client
+
+    async def warm_up(self) -> None:
+        """Start the gateway and kernel now, so the first tool call does not wait; log failures."""
+        try:
+            await self.client()
+        except (KernelboxError, OSError, ValueError) as exc:
+            logger.error("Could not start the kernel (the next tool call retries): %s", exc)
+
+    async def _start(self) -> None:
+        options = self.options
+        if options.connection_file is not None:
+            client = KernelClient.from_connection_file(
+                options.connection_file, images_dir=options.images_dir,
+                max_output_bytes=options.max_output_bytes,
+            )
+        else:
+            gateway = KernelGateway(
+                host="127.0.0.1", port=0, sandbox=options.sandbox, sandbox_config=options.sandbox_config,
+                log_level=options.log_level, env=options.env, working_dir=options.working_dir,
+            )
+            await gateway.start()
+            self._gateway = gateway
+            client = KernelClient(
+                base_url=gateway.url, token=gateway.token, images_dir=options.images_dir,
+                max_output_bytes=options.max_output_bytes,
+            )
+        await client.connect()
+        self._client = client
+        logger.info("Kernel %s ready", client.kernel_id)
+
+    async def aclose(self) -> None:
+        """Shut the kernel and the gateway down (shielded from cancellation, bounded)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_SHUTDOWN_TIMEOUT_SECONDS):
+            async with self._lock:
+                self._closed = True
+                client, self._client = self._client, None
+                gateway, self._gateway = self._gateway, None
+                if client is not None:
+                    await client.disconnect()
+                if gateway is not None:
+                    await gateway.stop()
+
+
+# -- results as MCP content ------------------------------------------------------------------
+
+
+def _image_contents(paths: list[Path]) -> tuple[list[types.ImageContent], list[str]]:
+    contents, notes = [], []
+    for path in paths:
+        mime = _INLINE_IMAGE_TYPES.get(path.suffix.lower())
+        if mime is None:
+            notes.append(f"[image saved: {path} (not inlined: {path.suffix} is not PNG or JPEG)]")
+            continue
+        contents.append(types.ImageContent(data=base64.b64encode(path.read_bytes()).decode("ascii"), mime_type=mime))
+        notes.append(f"[image saved: {path}]")
+    return contents, notes
+
+
+def result_content(result: ExecutionResult) -> list[types.ContentBlock]:
+    """An execution's text, then one image content per PNG/JPEG image, with saved paths."""
+    images, notes = _image_contents(result.images)
+    lines = [result.text] if result.text else []
+    lines += notes
+    if result.truncated:
+        lines.append("[output truncated: the server's --max-output-bytes limit was reached]")
+    text = "\n".join(lines) or "(no output)"
+    return [types.TextContent(text=text), *images]
+
+
+def _error_result(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
+def _has_progress_token(ctx: Context) -> bool:
+    meta = getattr(ctx.request_context, "meta", None) or {}
+    return bool(meta.get("progress_token") or meta.get("progressToken"))
+
+
+class _Progress:
+    """Batches printed output into progress notifications, with a heartbeat while silent."""
+
+    def __init__(self, ctx: Context, timeout: float | None) -> None:
+        self._ctx = ctx
+        self._timeout = timeout
+        self._started = anyio.current_time()
+        self._last_sent = self._started
+        self._pending: list[str] = []
+
+    def add(self, text: str) -> None:
+        self._pending.append(text)
+
+    async def tick(self) -> None:
+        """Send pending output, or a heartbeat when nothing was sent for a while."""
+        now = anyio.current_time()
+        if not self._pending and now - self._last_sent < HEARTBEAT_SECONDS:
+            return
+        elapsed = now - self._started
+        if self._pending:
+            message = "".join(self._pending)
+            self._pending.clear()
+            if len(message) > MAX_PROGRESS_MESSAGE_CHARS:
+                message = "…" + message[-MAX_PROGRESS_MESSAGE_CHARS:]
+        else:
+            message = f"still running after {elapsed:.0f} s"
+        self._last_sent = now
+        await self._ctx.report_progress(elapsed, self._timeout, message)
+
+    async def run(self) -> None:
+        # A timer, not synchronisation: it paces the notifications.
+        while True:
+            await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
+            await self.tick()
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _tool_errors(action: str) -> AsyncIterator[None]:
+    """Turn kernelbox's anticipated errors into `ToolError`s, whose text the model gets to read."""
+    try:
+        yield
+    except KernelDiedError as exc:
+        raise ToolError(f"{exc}. Call reset_kernel to get a fresh kernel.") from exc
+    except FileTransferError as exc:
+        # The Python API's hint (allow_outside=True) is not something a tool caller can pass.
+        raise ToolError(f"{action} failed: {str(exc).removesuffix(ALLOW_OUTSIDE_HINT)}") from exc
+    except (KernelboxError, ValueError) as exc:
+        raise ToolError(f"{action} failed: {exc}") from exc
+
+
+async def _interrupt_quietly(client: KernelClient) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_INTERRUPT_TIMEOUT_SECONDS):
+        with contextlib.suppress(KernelboxError):
+            await client.interrupt()
+
+
+def build_server(runtime: KernelRuntime) -> MCPServer:
+    """The MCP server whose tools drive `runtime`'s kernel."""
+    server = MCPServer("kernelbox", instructions=INSTRUCTIONS)
+
+    @server.tool(
+        annotations=types.ToolAnnotations(title="Execute Python code", read_only_hint=False,
+                                          destructive_hint=True, idempotent_hint=False, open_world_hint=True),
+    )
+    async def execute_code(
+        code: Annotated[str, Field(description="Python source; the last expression's value is shown, "
+                                               "as in a notebook cell")],
+        ctx: Context,
+        timeout: Annotated[float, Field(gt=0, description="seconds before the run is interrupted")]
+        = DEFAULT_EXECUTE_TIMEOUT_SECONDS,
+    ) -> types.CallToolResult:
+        """Run Python code in the stateful kernel and return its output and images.
+
+        Variables, imports and definitions persist between calls. Printed output, results and
+        errors (with traceback) come back as text; each plot comes back as an image.
+        """
+        async with _tool_errors("Starting the kernel"):
+            client = await runtime.client()
+        progress = _Progress(ctx, timeout) if _has_progress_token(ctx) else None
+        outcome: CodeOutcome | None = None
+        failure: KernelboxError | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                if progress is not None:
+                    tg.start_soon(progress.run)
+                try:
+                    outcome = await run_code(client, code, timeout=timeout,
+                                             on_output=progress.add if progress is not None else None)
+                except KernelboxError as exc:  # kept out of the task group's exception group
+                    failure = exc
+                finally:
+                    tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            # The caller cancelled the request: stop the code too rather than leave it running.
+            await _interrupt_quietly(client)
+            raise
+        if failure is not None:
+            async with _tool_errors("The execution"):
+                raise failure
+        assert outcome is not None
+        if outcome.result is None:  # the code raised or timed out: output so far, then the error
+            return _error_result(outcome.text)
+        return types.CallToolResult(content=result_content(outcome.result))
+
+    @server.tool(annotations=types.ToolAnnotations(title="Interrupt the kernel", idempotent_hint=True))
+    async def interrupt_kernel() -> str:
+        """Interrupt the running execution (like Ctrl-C); variables are kept."""
+        async with _tool_errors("Interrupting the kernel"):
+            client = await runtime.client()
+            await client.interrupt()
+        return "Interrupt sent; a running execution stops with KeyboardInterrupt. Variables are kept."
+
+    @server.tool(annotations=types.ToolAnnotations(title="Reset the kernel", destructive_hint=True))
+    async def reset_kernel() -> str:
+        """Replace the kernel with a fresh one: all variables and imports are lost."""
+        async with _tool_errors("Resetting the kernel"):
+            client = await runtime.client()
+            await client.reset()
+        return "The kernel was reset: a fresh kernel with no variables or imports."
+
+    @server.tool(annotations=types.ToolAnnotations(title="Write a file in the kernel", destructive_hint=True))
+    async def upload_file(
+        path: Annotated[str, Field(description="destination, relative to the kernel's working directory")],
+        content: Annotated[str | None, Field(description="the file's text (written as UTF-8)")] = None,
+        content_base64: Annotated[str | None, Field(description="the file's bytes, base64-encoded")] = None,
+    ) -> str:
+        """Write a file into the kernel's working directory; give content (text) or content_base64."""
+        if (content is None) == (content_base64 is None):
+            raise ToolError("give exactly one of content (text) or content_base64 (bytes)")
+        if content is not None:
+            data = content.encode("utf-8")
+        else:
+            try:
+                data = base64.b64decode(content_base64 or "", validate=True)
+            except ValueError as exc:
+                raise ToolError(f"content_base64 is not valid base64: {exc}") from exc
+        async with _tool_errors("The upload"):
+            client = await runtime.client()
+            written = await client.upload(data, path, max_bytes=MAX_TRANSFER_BYTES)
+        return f"Wrote {len(data)} bytes to {written}"
+
+    @server.tool(annotations=types.ToolAnnotations(title="Read a file from the kernel", read_only_hint=True))
+    async def download_file(
+        path: Annotated[str, Field(description="the file, relative to the kernel's working directory")],
+    ) -> types.CallToolResult:
+        """Read a file from the kernel's working directory; text files come back as text, others as base64."""
+        async with _tool_errors("The download"):
+            client = await runtime.client()
+            data = await client.download(path, max_bytes=MAX_TRANSFER_BYTES)
+        return types.CallToolResult(content=[
+            types.TextContent(text=f"{path}: {len(data)} bytes"),
+            types.EmbeddedResource(resource=file_resource(path, data)),
+        ])
+
+    return server
+
+
+def file_resource(path: str, data: bytes) -> types.TextResourceContents | types.BlobResourceContents:
+    """A downloaded file as an embedded resource: text when it is UTF-8, else base64 bytes."""
+    uri = "kernel:///" + quote(path.lstrip("/"))
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return types.BlobResourceContents(uri=uri, mime_type=mime, blob=base64.b64encode(data).decode("ascii"))
+    return types.TextResourceContents(uri=uri, mime_type=mime if mime.startswith("text/") else "text/plain",
+                                      text=text)
+
+
+async def serve(
+    options: McpOptions, *, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000
+) -> None:
+    """Run the MCP server until its transport closes or SIGINT/SIGTERM arrive; then stop the kernel.
+
+    Args:
+        options: how to get the kernel.
+        transport: ``"stdio"`` or ``"streamable-http"`` (served at ``http://host:port/mcp``).
+        host: streamable HTTP: the interface to listen on.
+        port: streamable HTTP: the TCP port.
+    """
+    runtime = KernelRuntime(options)
+    server = build_server(runtime)
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        logger.info("Received %s; stopping", signal.Signals(signum).name)
+                        tg.cancel_scope.cancel()
+                        return
+
+                tg.start_soon(stop_on_signal)
+                tg.start_soon(runtime.warm_up)
+                if transport == "stdio":
+                    await server.run_stdio_async()
+                else:
+                    await server.run_streamable_http_async(host=host, port=port)
+                tg.cancel_scope.cancel()
+    finally:
+        await runtime.aclose()
+
+
+def _options_from_args(args: argparse.Namespace) -> McpOptions:
+    from ._cli import _parse_env
+
+    return McpOptions(
+        sandbox=args.sandbox,
+        sandbox_config=args.sandbox_config,
+        working_dir=Path(args.working_dir) if args.working_dir else None,
+        env=_parse_env(args.env),
+        images_dir=args.images_dir,
+        max_output_bytes=args.max_output_bytes if args.max_output_bytes > 0 else None,
+        connection_file=args.connection_file,
+        log_level=args.log_level,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``kernelbox mcp``: parse-time arguments in, exit status out. Logs go to stderr only:
+    on stdio, stdout carries the protocol."""
+    options = _options_from_args(args)
+    try:
+        anyio.run(lambda: serve(options, transport=args.transport, host=args.host, port=args.port))
+    except KeyboardInterrupt:
+        return 130
+    except KernelboxError as exc:
+        print(f"kernelbox mcp: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,577 @@
+"""File transfer through the kernel itself: `upload` and `download`.
+
+Bytes travel as base64 inside ordinary executions (`KernelClient.execute`), so a transfer works
+against any gateway — kernelbox's, Jupyter Server, Enterprise Gateway on a cluster — including
+those without a contents API, and it queues behind (never beside) the user's own executions.
+
+Wire format, one execution per chunk (a small file needs one execution in each direction):
+
+- upload: the code carries a base64 chunk; a helper in the kernel appends it to a temporary file
+  beside the destination, which is checked (size, SHA-256) and renamed into place at the end.
+- download: the helper answers each request with one ``display_data`` message whose MIME bundle
+  holds a single ``application/vnd.kernelbox.transfer+json`` entry (base64 data, end-of-file
+  flag, SHA-256 at the end). A custom MIME type keeps the data apart from anything user threads
+  print meanwhile, and it has no ``text/plain``, so it never shows up as output text.
+
+The kernel-side helper lives in ``sys.modules["_kernelbox_transfer"]``, never in the user's
+namespace: every cell is ``exec(<program>, {})`` with a throwaway globals dict, and is sent with
+``store_history=False`` so no ``In``/``_iN`` history entry keeps the data alive in the kernel.
+
+Paths are resolved in the kernel against its *starting directory* (IPython's
+``InteractiveShell.starting_dir``: the kernel's working directory when it started, so a later
+``os.chdir`` in user code does not move it). ``realpath`` resolves ``..`` and symlinks before the
+check, so ``../x``, absolute paths elsewhere and symlinks that lead outside are all refused with
+`FileTransferError` unless ``allow_outside=True``. This guards the *agent's* choice of path; code
+running in the kernel can of course touch whatever the kernel (and its sandbox) can.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._errors import ExecutionError, KernelboxError
+from ._results import ExecutionResult
+
+if TYPE_CHECKING:
+    from ._client import KernelClient
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_MAX_TRANSFER_BYTES",
+    "DEFAULT_TRANSFER_TIMEOUT_SECONDS",
+    "FileTransferError",
+    "MAX_CHUNK_BYTES",
+    "download",
+    "upload",
+]
+
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+# Base64 grows a chunk by 4/3; Tornado's default WebSocket message limit (10 MiB, which Jupyter
+# Server and Kernel Gateway keep) must still hold the whole execute_request.
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_TRANSFER_BYTES = 128 * 1024 * 1024
+DEFAULT_TRANSFER_TIMEOUT_SECONDS = 300.0
+# Removing a half-written file after a failure: short, and shielded from cancellation.
+_CLEANUP_TIMEOUT_SECONDS = 10.0
+
+TRANSFER_MIME = "application/vnd.kernelbox.transfer+json"
+_HELPER_MODULE = "_kernelbox_transfer"
+_HELPER_VERSION = 1
+_KERNEL_ERROR = "KernelboxTransferError"
+ALLOW_OUTSIDE_HINT = ", or pass allow_outside=True"
+# First line of every transfer cell: the helper recognises its cells by it (see _patch_cell_names).
+_CELL_MARKER = "# kernelbox file transfer\n"
+
+
+class FileTransferError(KernelboxError):
+    """A file could not be uploaded to or downloaded from the kernel.
+
+    Raised when a path leaves the kernel's working directory (``..``, an absolute path
+    elsewhere, a symlink leading out) without ``allow_outside=True``, when a file is larger
+    than ``max_bytes``, when it is missing or not a regular file, when the data arrived
+    damaged (size or SHA-256 mismatch), or when the kernel's filesystem refused the write
+    (read-only, permissions, disk full). The message says which and, where there is one, the fix.
+
+    Attributes:
+        path: the path as given (in the kernel for uploads' destinations and downloads).
+        reason: a short machine-readable cause: ``"outside"``, ``"too_large"``,
+            ``"not_found"``, ``"not_a_file"``, ``"integrity"``, ``"os_error"``, ``"local"``.
+    """
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
+# The helper module installed in the kernel. Plain Python run with `exec` in a fresh module;
+# every public function publishes its answer as one display_data message of TRANSFER_MIME.
+_HELPER_SOURCE = r'''
+import base64, hashlib, os, stat
+
+VERSION = %(version)d
+MIME = %(mime)r
+MARKER = %(marker)r
+CELL_NAME = "<kernelbox-transfer>"
+_transfers = {}
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _patch_cell_names():
+    # ipykernel names each cell after a pure-Python murmur2 hash of its source (about 0.75 s per
+    # MiB) and IPython keeps every cell's source in linecache under that name for good. Transfer
+    # cells carry data, so they all get one cheap name instead, which forget() drops.
+    compiler = getattr(_shell(), "compile", None)
+    original = getattr(compiler, "get_code_name", None)
+    if original is None or getattr(original, "kernelbox_transfer", False):
+        return
+
+    def get_code_name(raw_code, code, number):
+        if raw_code.startswith(MARKER):
+            return CELL_NAME
+        return original(raw_code, code, number)
+
+    get_code_name.kernelbox_transfer = True
+    compiler.get_code_name = get_code_name
+
+
+_patch_cell_names()
+
+
+def forget():
+    import linecache
+    linecache.cache.pop(CELL_NAME, None)
+    getattr(getattr(_shell(), "compile", None), "_filename_map", {}).pop(CELL_NAME, None)
+
+
+class KernelboxTransferError(Exception):
+    """A refused or failed transfer; str() is "<reason>: <message>"."""
+
+
+def _fail(reason, message):
+    raise KernelboxTransferError(reason + ": " + message)
+
+
+def _publish(payload):
+    from IPython.display import publish_display_data
+    publish_display_data({MIME: payload})
+
+
+def _base():
+    return os.path.realpath(getattr(_shell(), "starting_dir", None) or os.getcwd())
+
+
+def _resolve(path, allow_outside):
+    base = _base()
+    target = os.path.realpath(os.path.join(base, path))
+    if not allow_outside and os.path.commonpath([base, target]) != base:
+        _fail("outside", "%%r resolves to %%s, outside the kernel's working directory %%s; "
+              "use a path inside it" %% (path, target, base))
+    return target
+
+
+def begin_upload(tid, path, allow_outside):
+    target = _resolve(path, allow_outside)
+    if os.path.isdir(target):
+        _fail("not_a_file", "%%s is a directory; give the file's path" %% target)
+    parent = os.path.dirname(target)
+    part = os.path.join(parent, ".kernelbox-upload-%%s.part" %% tid)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        # 0o666 less the umask, as a plain open() would create it; O_EXCL: never someone else's file.
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        _fail("os_error", "cannot write in %%s: %%s" %% (parent, exc))
+    _transfers[tid] = {"file": os.fdopen(fd, "wb"), "part": part, "target": target,
+                       "hash": hashlib.sha256(), "size": 0}
+
+
+def put(tid, data):
+    state = _transfers[tid]
+    chunk = base64.b64decode(data)
+    try:
+        state["file"].write(chunk)
+    except OSError as exc:
+        abort(tid)
+        _fail("os_error", "cannot write %%s: %%s" %% (state["target"], exc))
+    state["hash"].update(chunk)
+    state["size"] += len(chunk)
+
+
+def commit_upload(tid, size, sha256):
+    state = _transfers.pop(tid)
+    try:
+        state["file"].close()
+        if state["size"] != size or state["hash"].hexdigest() != sha256:
+            _fail("integrity", "%%s arrived damaged (%%d of %%d bytes, checksum %%s)"
+                  %% (state["target"], state["size"], size,
+                      "ok" if state["hash"].hexdigest() == sha256 else "mismatch"))
+        os.replace(state["part"], state["target"])
+    except BaseException as exc:
+        if os.path.exists(state["part"]):
+            os.unlink(state["part"])
+        if isinstance(exc, OSError):
+            _fail("os_error", "cannot write %%s: %%s" %% (state["target"], exc))
+        raise
+    _publish({"tid": tid, "path": state["target"], "size": size})
+
+
+def begin_download(tid, path, allow_outside, max_bytes):
+    target = _resolve(path, allow_outside)
+    try:
+        file = open(target, "rb")
+    except FileNotFoundError:
+        _fail("not_found", "%%s does not exist" %% target)
+    except IsADirectoryError:
+        _fail("not_a_file", "%%s is a directory, not a file" %% target)
+    except OSError as exc:
+        _fail("os_error", "cannot read %%s: %%s" %% (target, exc))
+    info = os.fstat(file.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        file.close()
+        _fail("not_a_file", "%%s is not a regular file" %% target)
+    if max_bytes is not None and info.st_size > max_bytes:
+        file.close()
+        _fail("too_large", "%%s is %%d bytes, more than max_bytes=%%d" %% (target, info.st_size, max_bytes))
+    _transfers[tid] = {"file": file, "target": target, "hash": hashlib.sha256(), "size": 0,
+                       "max_bytes": max_bytes}
+    _publish({"tid": tid, "path": target, "size": info.st_size})
+
+
+def get(tid, chunk_bytes):
+    state = _transfers[tid]
+    try:
+        chunk = state["file"].read(chunk_bytes)
+    except OSError as exc:
+        abort(tid)
+        _fail("os_error", "cannot read %%s: %%s" %% (state["target"], exc))
+    state["hash"].update(chunk)
+    state["size"] += len(chunk)
+    if state["max_bytes"] is not None and state["size"] > state["max_bytes"]:
+        abort(tid)
+        _fail("too_large", "%%s grew past max_bytes=%%d while it was read" %% (state["target"], state["max_bytes"]))
+    payload = {"tid": tid, "data": base64.b64encode(chunk).decode("ascii"), "eof": not chunk}
+    if not chunk:
+        abort(tid)
+        payload["sha256"] = state["hash"].hexdigest()
+        payload["size"] = state["size"]
+    _publish(payload)
+
+
+def abort(tid):
+    state = _transfers.pop(tid, None)
+    if state is None:
+        return
+    state["file"].close()
+    part = state.get("part")
+    if part and os.path.exists(part):
+        os.unlink(part)
+''' % {"version": _HELPER_VERSION, "mime": TRANSFER_MIME, "marker": _CELL_MARKER}
+
+# Installs (or upgrades) the helper module; binds names only in the cell's throwaway globals.
+_INSTALL = (
+    "import sys, types\n"
+    f"if getattr(sys.modules.get({_HELPER_MODULE!r}), 'VERSION', None) != {_HELPER_VERSION}:\n"
+    f"    _module = types.ModuleType({_HELPER_MODULE!r})\n"
+    f"    exec(compile({_HELPER_SOURCE!r}, '<kernelbox transfer helper>', 'exec'), _module.__dict__)\n"
+    f"    sys.modules[{_HELPER_MODULE!r}] = _module\n"
+)
+
+
+def _call(function: str, *args: Any) -> str:
+    """One call of a helper function, as a line of Python (arguments as literals)."""
+    return f"sys.modules[{_HELPER_MODULE!r}].{function}({', '.join(repr(a) for a in args)})\n"
+
+
+def build_cell(*calls: str, install: bool = False) -> str:
+    """The code of one transfer execution: a single ``exec`` with a throwaway globals dict.
+
+    Pure: no I/O. ``install`` prepends the helper's (idempotent) installation. The cell ends by
+    dropping its own source from the kernel's caches (``forget``), so no data stays behind.
+    """
+    program = (_INSTALL if install else "import sys\n") + "".join(calls) + _call("forget")
+    return f"{_CELL_MARKER}exec({program!r}, {{}})"
+
+
+def check_kernel_path(path: str | os.PathLike[str]) -> str:
+    """Validate a path in the kernel's filesystem before anything is sent; return it as a str.
+
+    Raises:
+        TypeError: `path` is not a str or path-like.
+        ValueError: it is empty or contains a NUL character.
+    """
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"the kernel path must be a str, not {type(text).__name__}")
+    if not text or "\x00" in text:
+        raise ValueError(f"the kernel path must be non-empty and without NUL characters, not {text!r}")
+    return text
+
+
+def _check_sizes(chunk_bytes: int, max_bytes: int | None) -> None:
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        raise ValueError(f"chunk_bytes must be an int from 1 to {MAX_CHUNK_BYTES}, not {chunk_bytes!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ValueError(f"max_bytes must be a non-negative int or None, not {max_bytes!r}")
+
+
+def _transfer_payloads(result: ExecutionResult, tid: str) -> list[dict[str, Any]]:
+    """The helper's answers for transfer `tid` in one execution's outputs, in order."""
+    payloads = []
+    for output in result.outputs:
+        payload = output.data.get(TRANSFER_MIME)
+        if isinstance(payload, dict) and payload.get("tid") == tid:
+            payloads.append(payload)
+    return payloads
+
+
+def _translate(exc: ExecutionError, path: str) -> FileTransferError:
+    """Turn an error raised by the helper (or the kernel's filesystem) into `FileTransferError`."""
+    if exc.ename == _KERNEL_ERROR:
+        reason, _, message = exc.evalue.partition(": ")
+        if reason == "outside":
+            message += ALLOW_OUTSIDE_HINT
+        return FileTransferError(message or exc.evalue, path=path, reason=reason or "os_error")
+    return FileTransferError(f"the kernel failed the transfer of {path!r}: {exc.ename}: {exc.evalue}",
+                             path=path, reason="os_error")
+
+
+class _Deadline:
+    """What is left of one timeout shared by a transfer's executions (None: no limit)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        if timeout is not None and (math.isnan(timeout) or timeout <= 0):
+            raise ValueError(f"timeout must be positive seconds or None, not {timeout}")
+        self._end = None if timeout is None else anyio.current_time() + timeout
+        self.timeout = timeout
+
+    def remaining(self) -> float | None:
+        if self._end is None:
+            return None
+        # A tiny positive floor: the client raises its own TimeoutError, which says what happened.
+        return max(self._end - anyio.current_time(), 0.001)
+
+
+async def _run(client: KernelClient, code: str, deadline: _Deadline, path: str) -> ExecutionResult:
+    try:
+        return await client.execute(code, timeout=deadline.remaining(), store_history=False)
+    except ExecutionError as exc:
+        raise _translate(exc, path) from exc
+
+
+async def _abort(client: KernelClient, tid: str) -> None:
+    """Drop transfer `tid` in the kernel (closing and removing a partial upload); best effort."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT_SECONDS):
+        try:
+            await client.execute(build_cell(_call("abort", tid)), timeout=_CLEANUP_TIMEOUT_SECONDS,
+                                 store_history=False)
+        except (KernelboxError, TimeoutError):
+            pass  # the kernel is gone or busy: nothing left to clean, or nothing we can do
+
+
+def _local_chunks(source: bytes | str | os.PathLike[str], chunk_bytes: int) -> Iterator[bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source).cast("B")
+        for start in range(0, len(view), chunk_bytes):
+            yield bytes(view[start:start + chunk_bytes])
+        return
+    with open(source, "rb") as file:
+        while chunk := file.read(chunk_bytes):
+            yield chunk
+
+
+def _local_size(source: bytes | str | os.PathLike[str]) -> int:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return memoryview(source).nbytes
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be bytes or a local file path, not {type(source).__name__}")
+    try:
+        info = os.stat(source)
+    except OSError as exc:
+        raise FileTransferError(f"cannot read the local file {os.fspath(source)!r}: {exc.strerror}",
+                                path=os.fspath(source), reason="local") from exc
+    if not os.path.isfile(source):
+        raise FileTransferError(f"the local path {os.fspath(source)!r} is not a regular file",
+                                path=os.fspath(source), reason="local")
+    return info.st_size
+
+
+async def upload(
+    client: KernelClient,
+    source: bytes | str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    allow_outside: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_bytes: int | None = DEFAULT_MAX_TRANSFER_BYTES,
+    timeout: float | None = DEFAULT_TRANSFER_TIMEOUT_SECONDS,
+) -> str:
+    """Write `source` to `dest` in the kernel's filesystem, through the kernel.
+
+    The file appears whole or not at all: chunks go to a temporary file beside `dest`, which
+    is checked (size and SHA-256) and renamed over `dest` at the end. Missing parent
+    directories are created. An existing file at `dest` is replaced.
+
+    Args:
+        client: a connected `KernelClient`.
+        source: the bytes to write, or the path of a local file to copy.
+        dest: the path in the kernel, relative to its working directory (absolute paths are
+            allowed when they lie inside it).
+        allow_outside: allow `dest` to resolve outside the kernel's working directory.
+        chunk_bytes: bytes per execution (at most `MAX_CHUNK_BYTES`, 4 MiB).
+        max_bytes: refuse larger sources (checked before anything is sent); None: no limit.
+        timeout: seconds for the whole transfer; None waits forever.
+
+    Returns:
+        The absolute path written in the kernel, symlinks resolved.
+
+    Raises:
+        FileTransferError: `dest` is outside the working directory, the source is larger than
+            `max_bytes` or unreadable, or the kernel could not write the file.
+        ExecutionTimeoutError: the transfer ran past `timeout` (a `TimeoutError`).
+        NotConnectedError, KernelDiedError, GatewayConnectionError: as `KernelClient.execute`.
+    """
+    kernel_path = check_kernel_path(dest)
+    _check_sizes(chunk_bytes, max_bytes)
+    size = _local_size(source)
+    if max_bytes is not None and size > max_bytes:
+        raise FileTransferError(
+            f"the upload is {size} bytes, more than max_bytes={max_bytes}; raise max_bytes to send it",
+            path=kernel_path, reason="too_large",
+        )
+    deadline = _Deadline(timeout)
+    tid = uuid.uuid4().hex
+    digest = hashlib.sha256()
+    sent = 0
+    started = finished = False
+    chunks = _local_chunks(source, chunk_bytes)
+    try:
+        # The first cell installs the helper and opens the file. It carries no data, so the
+        # data cells that follow already get the helper's cheap cell name.
+        started = True
+        begin = build_cell(_call("begin_upload", tid, kernel_path, bool(allow_outside)), install=True)
+        await _run(client, begin, deadline, kernel_path)
+        chunk = next(chunks, None)
+        while True:
+            calls = []
+            if chunk is not None:
+                sent += len(chunk)
+                if max_bytes is not None and sent > max_bytes:
+                    raise FileTransferError(f"the local file grew past max_bytes={max_bytes} while it was read",
+                                            path=kernel_path, reason="too_large")
+                digest.update(chunk)
+                calls.append(_call("put", tid, base64.b64encode(chunk).decode("ascii")))
+                chunk = next(chunks, None)
+            if chunk is None:  # the last chunk and the commit share one execution
+                calls.append(_call("commit_upload", tid, sent, digest.hexdigest()))
+                result = await _run(client, build_cell(*calls), deadline, kernel_path)
+                break
+            await _run(client, build_cell(*calls), deadline, kernel_path)
+        finished = True
+    except FileTransferError as exc:
+        # The helper removes its own partial file when it refuses or fails in the kernel.
+        finished = finished or exc.reason not in ("local", "too_large")
+        raise
+    except OSError as exc:  # reading the local source
+        raise FileTransferError(f"cannot read the local file {os.fspath(source)!r}: {exc.strerror}",  # type: ignore[arg-type]
+                                path=kernel_path, reason="local") from exc
+    finally:
+        chunks.close()  # closes a local source file at once, even after an error
+        if started and not finished:
+            await _abort(client, tid)
+    answers = _transfer_payloads(result, tid)
+    if not answers:
+        raise FileTransferError(f"the kernel did not confirm the upload of {kernel_path!r}",
+                                path=kernel_path, reason="integrity")
+    return str(answers[-1]["path"])
+
+
+async def download(
+    client: KernelClient,
+    path: str | os.PathLike[str],
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    allow_outside: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_bytes: int | None = DEFAULT_MAX_TRANSFER_BYTES,
+    timeout: float | None = DEFAULT_TRANSFER_TIMEOUT_SECONDS,
+) -> bytes:
+    """Read the file at `path` in the kernel's filesystem, through the kernel.
+
+    Args:
+        client: a connected `KernelClient`.
+        path: the file in the kernel, relative to its working directory.
+        dest: also write the bytes to this local file (created or replaced atomically: a
+            temporary file beside it is renamed into place once the data is complete).
+        allow_outside: allow `path` to resolve outside the kernel's working directory.
+        chunk_bytes: bytes per execution (at most `MAX_CHUNK_BYTES`, 4 MiB).
+        max_bytes: refuse larger files (checked in the kernel before reading); None: no limit.
+        timeout: seconds for the whole transfer; None waits forever.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        FileTransferError: `path` is outside the working directory, missing, not a regular
+            file, larger than `max_bytes`, unreadable, or arrived damaged; or `dest` could not
+            be written.
+        ExecutionTimeoutError: the transfer ran past `timeout` (a `TimeoutError`).
+        NotConnectedError, KernelDiedError, GatewayConnectionError: as `KernelClient.execute`.
+    """
+    kernel_path = check_kernel_path(path)
+    _check_sizes(chunk_bytes, max_bytes)
+    deadline = _Deadline(timeout)
+    tid = uuid.uuid4().hex
+    pieces: list[bytes] = []
+    digest = hashlib.sha256()
+    finished = False
+    try:
+        calls = [
+            _call("begin_download", tid, kernel_path, bool(allow_outside), max_bytes),
+            _call("get", tid, chunk_bytes),
+        ]
+        install = True
+        while not finished:
+            result = await _run(client, build_cell(*calls, install=install), deadline, kernel_path)
+            install = False
+            answers = [a for a in _transfer_payloads(result, tid) if "data" in a]
+            if not answers:
+                raise FileTransferError(f"the kernel sent no data for {kernel_path!r}",
+                                        path=kernel_path, reason="integrity")
+            for answer in answers:
+                chunk = base64.b64decode(answer["data"])
+                digest.update(chunk)
+                pieces.append(chunk)
+                if answer.get("eof"):
+                    finished = True
+                    if answer.get("sha256") != digest.hexdigest():
+                        raise FileTransferError(f"{kernel_path!r} arrived damaged (checksum mismatch)",
+                                                path=kernel_path, reason="integrity")
+            calls = [_call("get", tid, chunk_bytes)]
+    except FileTransferError:
+        finished = True  # refused or failed in the kernel, which has already let the file go
+        raise
+    finally:
+        if not finished:
+            await _abort(client, tid)
+    data = b"".join(pieces)
+    if dest is not None:
+        _write_local(Path(dest), data, kernel_path)
+    return data
+
+
+def _write_local(dest: Path, data: bytes, kernel_path: str) -> None:
+    """Write `data` to `dest` atomically: a new file beside it, then renamed over it."""
+    part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # 0o666 less the umask, as a plain open() would create it.
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(part, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+    except OSError as exc:
+        raise FileTransferError(f"cannot write the local file {str(dest)!r}: {exc.strerror}",
+                                path=kernel_path, reason="local") from exc
