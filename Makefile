@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench doctor sandbox-prereqs clean
+.PHONY: demo test bench doctor sandbox-prereqs enterprise-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml
 sandbox-prereqs:
 	bash scripts/install-sandbox-prereqs.sh
 
+# Jupyter Enterprise Gateway for the remote-gateway tests, in its own venv (its pins clash).
+enterprise-gateway:
+	bash scripts/install-enterprise-gateway.sh
+
 # The main job: the real-data example, cell by cell in one sandboxed kernel, charts in images/.
 demo: $(STAMP) sandbox-prereqs
 	bash scripts/demo.sh
 
 # The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback).
-test: $(STAMP) sandbox-prereqs
+test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
 
 doctor: $(STAMP)

@@ -91,8 +91,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="stdio (default; what desktop agents launch) or streamable-http")
     mcp.add_argument("--host", default="127.0.0.1", help="streamable-http: interface (default 127.0.0.1)")
     mcp.add_argument("--port", type=int, default=8000, help="streamable-http: TCP port (default 8000)")
-    mcp.add_argument("--images-dir", type=Path, default=Path("images"),
-                     help="where images are saved (default ./images)")
+    mcp.add_argument("--images-dir", type=Path,
+                     help="where images are saved (default: images/ in --working-dir, else ./images)")
     mcp.add_argument("--max-output-bytes", type=int, default=1024 * 1024,
                      help="text output kept per execution, in bytes (default 1 MiB)")
     mcp.add_argument("--connection-file", type=Path, metavar="PATH",

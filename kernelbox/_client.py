@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import math
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -50,6 +51,8 @@ HTTP_TIMEOUT_SECONDS = 30.0
 # Interrupt and restart requests after a timeout: short, so a hung gateway cannot stall them.
 CONTROL_TIMEOUT_SECONDS = 5.0
 RECONNECT_ATTEMPTS = 5
+# Seconds of silence during an execution after which the client checks the kernel still exists.
+LIVENESS_PROBE_SECONDS = 2.0
 DELETE_ATTEMPTS = 5
 DELETE_RETRY_SECONDS = 0.25
 RECONNECT_INTERVAL_SECONDS = 0.2
@@ -88,6 +91,16 @@ def _leaf_exception(exc: BaseException) -> BaseException:
     return exc
 
 
+def _tls_verify(verify: bool | str | os.PathLike[str] | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """httpx 0.28 deprecates a CA bundle path for ``verify``: turn one into an SSL context."""
+    if isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        if os.path.isdir(path):
+            return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=path)
+    return verify
+
+
 def _connection_error(exc: BaseException | None) -> GatewayConnectionError:
     if isinstance(exc, WebSocketDisconnect):
         reason = f": {exc.reason}" if exc.reason else ""
@@ -95,6 +108,12 @@ def _connection_error(exc: BaseException | None) -> GatewayConnectionError:
     if exc is not None:
         return GatewayConnectionError(f"the kernel WebSocket failed: {exc!r}")
     return GatewayConnectionError("the kernel WebSocket is closed")
+
+
+_KERNEL_GONE = (
+    "the kernel no longer exists on the gateway (it was shut down or culled, or the gateway "
+    "restarted); its state is lost"
+)
 
 
 class _Closed:
@@ -126,7 +145,8 @@ class KernelClient:
         kernel_name: the kernelspec to start, e.g. ``"python3"``.
         base_url: the full server URL, e.g. ``"https://jupyter.example.org:8888/user/x"``;
             overrides `host` and `port` (http and https).
-        verify: TLS verification for https: True, False, or a CA bundle path.
+        verify: TLS verification for https: True, False, a CA bundle file or directory
+            path, or an `ssl.SSLContext`.
         max_output_bytes: text output kept per execution (UTF-8 bytes); beyond it output is
             dropped and a visible marker added. None: no limit.
     """
@@ -141,7 +161,7 @@ class KernelClient:
         kernel_name: str = "python3",
         *,
         base_url: str | None = None,
-        verify: bool | str = True,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         if base_url is None:
@@ -174,7 +194,9 @@ class KernelClient:
         self._closed_error: Exception | None = None
         self._kernel_died: str | None = None
         self._ws_ready = anyio.Event()
-        self._execute_lock = anyio.Lock()
+        # A semaphore, not a lock: an abandoned stream() is finalised in another task, which
+        # must be able to release it.
+        self._execute_lock = anyio.Semaphore(1)
 
     @classmethod
     def from_connection_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> KernelClient:
@@ -256,7 +278,7 @@ class KernelClient:
                     headers=headers,
                     timeout=HTTP_TIMEOUT_SECONDS,
                     # Plain http needs no TLS context; building one loads the CA bundle (~30 ms).
-                    verify=self.verify if self.base_url.startswith("https:") else False,
+                    verify=_tls_verify(self.verify) if self.base_url.startswith("https:") else False,
                     trust_env=self._trust_env,
                 )
             )
@@ -366,11 +388,13 @@ class KernelClient:
             try:
                 response = await self._request("POST", "/api/kernels", json={"name": self.kernel_name})
                 break
-            except GatewayConnectionError:
+            except GatewayConnectionError as exc:
                 if attempt >= retries:
+                    # The last error says why (refused, DNS, TLS certificate verification, ...).
                     raise GatewayConnectionError(
-                        f"no gateway answered at {self.base_url} after {retries + 1} attempts"
-                    ) from None
+                        f"no gateway answered at {self.base_url} after {retries + 1} attempts; "
+                        f"last error: {exc.__cause__ or exc}"
+                    ) from exc
                 attempt += 1
                 # A retry interval between attempts, not a readiness signal.
                 await anyio.sleep(retry_interval)
@@ -467,8 +491,7 @@ class KernelClient:
                     self._fail_waiters(_connection_error(error))
                     return
                 if await self._kernel_is_gone(kernel_id):
-                    self._kernel_gone("the kernel no longer exists on the gateway (it was shut down "
-                                      "or culled, or the gateway restarted); its state is lost")
+                    self._kernel_gone(_KERNEL_GONE)
                     return
                 attempts += 1
                 if attempts > RECONNECT_ATTEMPTS:
@@ -485,7 +508,9 @@ class KernelClient:
     async def _kernel_is_gone(self, kernel_id: str) -> bool:
         """True when the gateway answers that the kernel does not exist (HTTP 404)."""
         try:
-            response = await self._request("GET", f"/api/kernels/{kernel_id}")
+            response = await self._request(
+                "GET", f"/api/kernels/{kernel_id}", timeout=CONTROL_TIMEOUT_SECONDS
+            )
         except ClientError:
             return False
         return response.status_code == 404
@@ -629,7 +654,7 @@ class KernelClient:
                 reply: dict[str, Any] | None = None
                 idle = False
                 while reply is None or not idle:
-                    message = await self._next(messages, deadline)
+                    message = await self._next(messages, deadline, kernel_id)
                     if message is None:
                         await self._handle_timeout(kernel_id, messages, timeout)
                         return
@@ -656,18 +681,35 @@ class KernelClient:
             yield builder.build()
 
     async def _next(
-        self, messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed], deadline: float
+        self,
+        messages: MemoryObjectReceiveStream[dict[str, Any] | _Closed],
+        deadline: float,
+        kernel_id: str,
     ) -> dict[str, Any] | None:
-        """The next message of this execution, or None when the deadline has passed."""
-        with anyio.move_on_after(deadline - anyio.current_time()):
-            try:
-                message = await messages.receive()
-            except anyio.EndOfStream:
-                raise self._closed_error or GatewayConnectionError("the kernel WebSocket closed") from None
-            if isinstance(message, _Closed):
-                raise message.error
-            return message
-        return None
+        """The next message of this execution, or None when the deadline has passed.
+
+        After `LIVENESS_PROBE_SECONDS` of silence it asks the gateway whether the kernel still
+        exists: Jupyter Server keeps the WebSocket open when a kernel is shut down or culled,
+        and nothing else would ever arrive.
+        """
+        while True:
+            wait = min(deadline, anyio.current_time() + LIVENESS_PROBE_SECONDS) - anyio.current_time()
+            with anyio.move_on_after(wait):
+                try:
+                    message = await messages.receive()
+                except anyio.EndOfStream:
+                    raise self._closed_error or GatewayConnectionError("the kernel WebSocket closed") from None
+                if isinstance(message, _Closed):
+                    raise message.error
+                return message
+            if anyio.current_time() >= deadline:
+                return None
+            gone = False
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                gone = await self._kernel_is_gone(kernel_id)
+            if gone:
+                self._kernel_gone(_KERNEL_GONE)
+                raise KernelDiedError(_KERNEL_GONE + "; call reset() for a fresh kernel")
 
     async def _handle_timeout(
         self,

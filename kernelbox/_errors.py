@@ -19,7 +19,8 @@ KernelboxError
 │   ├── AuthenticationError      the gateway refused the token (HTTP 401/403)
 │   ├── KernelStartError         the kernel could not be created (unknown kernelspec, limit)
 │   ├── KernelDiedError          the kernel process died
-│   └── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
+│   ├── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
+│   └── FileTransferError        an upload or download was refused or failed (has .reason)
 └── ExecutionError               user code raised (has .ename, .evalue, .traceback)
 ```
 """
@@ -33,6 +34,7 @@ __all__ = [
     "ClientError",
     "ExecutionError",
     "ExecutionTimeoutError",
+    "FileTransferError",
     "GatewayConnectionError",
     "GatewayError",
     "GatewayExitedError",
@@ -159,3 +161,28 @@ class ExecutionError(KernelboxError):
         if self.traceback:
             text += "\n" + "\n".join(self.traceback)
         super().__init__(text)
+
+
+class FileTransferError(ClientError):
+    """A file could not be uploaded to or downloaded from the kernel.
+
+    Raised when a path leaves the kernel's working directory (``..``, an absolute path
+    elsewhere, a symlink leading out) without ``allow_outside=True``, when a file is larger
+    than ``max_bytes``, when it is missing or not a regular file, when the data arrived
+    damaged (size or SHA-256 mismatch), or when the kernel's filesystem refused the write
+    (read-only, permissions, disk full). The message says which and, where there is one, the fix.
+
+    Attributes:
+        path: the path as given (in the kernel for uploads' destinations and downloads).
+        reason: a short machine-readable cause: ``"outside"``, ``"too_large"``,
+            ``"not_found"``, ``"not_a_file"``, ``"integrity"``, ``"os_error"``, ``"local"``.
+    """
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
+# The helper module installed in the kernel. Plain Python run with `exec` in a fresh module;
+# every public function publishes its answer as one display_data message of TRANSFER_MIME.

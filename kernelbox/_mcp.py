@@ -20,14 +20,16 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ipaddress
 import logging
 import mimetypes
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
@@ -139,14 +141,15 @@ class KernelRuntime:
                 max_output_bytes=options.max_output_bytes,
             )
         else:
-            gateway = KernelGateway(
-                host="127.0.0.1", port=0, sandbox=options.sandbox, sandbox_config=options.sandbox_config,
-                log_level=options.log_level, env=options.env, working_dir=options.working_dir,
-            )
-            await gateway.start()
-            self._gateway = gateway
+            if self._gateway is None:  # kept when only the kernel failed to start last time
+                gateway = KernelGateway(
+                    host="127.0.0.1", port=0, sandbox=options.sandbox, sandbox_config=options.sandbox_config,
+                    log_level=options.log_level, env=options.env, working_dir=options.working_dir,
+                )
+                await gateway.start()
+                self._gateway = gateway
             client = KernelClient(
-                base_url=gateway.url, token=gateway.token, images_dir=options.images_dir,
+                base_url=self._gateway.url, token=self._gateway.token, images_dir=options.images_dir,
                 max_output_bytes=options.max_output_bytes,
             )
         await client.connect()
@@ -250,7 +253,7 @@ async def _tool_errors(action: str) -> AsyncIterator[None]:
     except FileTransferError as exc:
         # The Python API's hint (allow_outside=True) is not something a tool caller can pass.
         raise ToolError(f"{action} failed: {str(exc).removesuffix(ALLOW_OUTSIDE_HINT)}") from exc
-    except (KernelboxError, ValueError) as exc:
+    except (KernelboxError, OSError, ValueError) as exc:
         raise ToolError(f"{action} failed: {exc}") from exc
 
 
@@ -381,11 +384,29 @@ async def serve(
     Args:
         options: how to get the kernel.
         transport: ``"stdio"`` or ``"streamable-http"`` (served at ``http://host:port/mcp``).
-        host: streamable HTTP: the interface to listen on.
-        port: streamable HTTP: the TCP port.
+        host: streamable HTTP: the interface, which must be a loopback address — the server
+            has no authentication and its tools run arbitrary code.
+        port: streamable HTTP: the TCP port (0 picks a free one; it is logged).
+
+    Raises:
+        ValueError: an unknown transport, or a non-loopback `host`.
     """
+    if transport not in ("stdio", "streamable-http"):
+        raise ValueError(f"transport must be 'stdio' or 'streamable-http', not {transport!r}")
+    if transport == "streamable-http" and not _is_loopback(host):
+        raise ValueError(
+            f"refusing to serve MCP on {host!r}: it has no authentication and runs arbitrary code; "
+            "bind to 127.0.0.1 and put an authenticating proxy in front for remote use"
+        )
     runtime = KernelRuntime(options)
     server = build_server(runtime)
+    http_server = listener = None
+    if transport == "streamable-http":
+        # Bound here, before serving: the real port is known (and logged) even for port 0.
+        listener = socket.create_server((host.strip("[]"), port), family=_family(host))
+        url = f"http://{host}:{listener.getsockname()[1]}/mcp"
+        http_server = _http_server(server, host)
+        logger.info("Serving MCP (streamable HTTP) at %s", url)
     try:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
@@ -393,29 +414,67 @@ async def serve(
                 async def stop_on_signal() -> None:
                     async for signum in signals:
                         logger.info("Received %s; stopping", signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
+                        if http_server is not None:
+                            http_server.should_exit = True  # graceful: finish requests, then return
+                        else:
+                            tg.cancel_scope.cancel()
                         return
 
                 tg.start_soon(stop_on_signal)
                 tg.start_soon(runtime.warm_up)
-                if transport == "stdio":
-                    await server.run_stdio_async()
+                if http_server is not None:
+                    await http_server.serve(sockets=[listener])
                 else:
-                    await server.run_streamable_http_async(host=host, port=port)
+                    await server.run_stdio_async()
                 tg.cancel_scope.cancel()
     finally:
+        if listener is not None:
+            listener.close()
         await runtime.aclose()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _http_server(server: MCPServer, host: str) -> Any:
+    """A uvicorn server for the streamable HTTP app that leaves signals to `serve`."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # serve() owns SIGINT/SIGTERM; uvicorn's own capture would also re-raise them.
+            yield
+
+    app = server.streamable_http_app(host=host)
+    return Server(uvicorn.Config(app, log_level="warning"))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _options_from_args(args: argparse.Namespace) -> McpOptions:
     from ._cli import _parse_env
 
+    if args.connection_file is not None and (args.sandbox or args.sandbox_config or args.env or args.working_dir):
+        raise SystemExit("kernelbox mcp: --connection-file uses a running gateway; its --sandbox, "
+                         "--sandbox-config, --env and --working-dir are set where it was started")
+    working_dir = Path(args.working_dir).resolve() if args.working_dir else None
+    # Desktop agents often start servers in "/": keep images beside the work, not there.
+    images_dir = args.images_dir or (working_dir or Path.cwd()) / "images"
     return McpOptions(
         sandbox=args.sandbox,
         sandbox_config=args.sandbox_config,
-        working_dir=Path(args.working_dir) if args.working_dir else None,
+        working_dir=working_dir,
         env=_parse_env(args.env),
-        images_dir=args.images_dir,
+        images_dir=images_dir.resolve(),
         max_output_bytes=args.max_output_bytes if args.max_output_bytes > 0 else None,
         connection_file=args.connection_file,
         log_level=args.log_level,
@@ -426,11 +485,12 @@ def run(args: argparse.Namespace) -> int:
     """``kernelbox mcp``: parse-time arguments in, exit status out. Logs go to stderr only:
     on stdio, stdout carries the protocol."""
     options = _options_from_args(args)
+    logger.setLevel(logging.INFO)  # the "Serving ... at URL" line, on stderr
     try:
         anyio.run(lambda: serve(options, transport=args.transport, host=args.host, port=args.port))
     except KeyboardInterrupt:
         return 130
-    except KernelboxError as exc:
+    except (KernelboxError, ValueError) as exc:
         print(f"kernelbox mcp: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ValueError) else 1
     return 0

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import ExecutionError, KernelboxError
+from ._errors import ExecutionError, FileTransferError, KernelboxError
 from ._results import ExecutionResult
 
 if TYPE_CHECKING:
@@ -73,29 +73,6 @@ ALLOW_OUTSIDE_HINT = ", or pass allow_outside=True"
 _CELL_MARKER = "# kernelbox file transfer\n"
 
 
-class FileTransferError(KernelboxError):
-    """A file could not be uploaded to or downloaded from the kernel.
-
-    Raised when a path leaves the kernel's working directory (``..``, an absolute path
-    elsewhere, a symlink leading out) without ``allow_outside=True``, when a file is larger
-    than ``max_bytes``, when it is missing or not a regular file, when the data arrived
-    damaged (size or SHA-256 mismatch), or when the kernel's filesystem refused the write
-    (read-only, permissions, disk full). The message says which and, where there is one, the fix.
-
-    Attributes:
-        path: the path as given (in the kernel for uploads' destinations and downloads).
-        reason: a short machine-readable cause: ``"outside"``, ``"too_large"``,
-            ``"not_found"``, ``"not_a_file"``, ``"integrity"``, ``"os_error"``, ``"local"``.
-    """
-
-    def __init__(self, message: str, *, path: str, reason: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.reason = reason
-
-
-# The helper module installed in the kernel. Plain Python run with `exec` in a fresh module;
-# every public function publishes its answer as one display_data message of TRANSFER_MIME.
 _HELPER_SOURCE = r'''
 import base64, hashlib, os, stat
 

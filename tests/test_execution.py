@@ -265,3 +265,12 @@ async def test_clients_on_one_gateway_run_in_parallel(gateway: KernelGateway, tm
 async def test_code_must_be_a_string(client: KernelClient) -> None:
     with pytest.raises(TypeError):
         await client.execute(b"1+1")  # type: ignore[arg-type]
+
+
+async def test_abandoning_a_stream_early_does_not_block_the_client(client: KernelClient) -> None:
+    with anyio.fail_after(60):
+        async for item in client.stream("import time\nprint('first', flush=True)\ntime.sleep(1)\nprint('rest')"):
+            assert str(item) == "first\n"
+            break  # the caller stops listening; the code keeps running in the kernel
+        result = await client.execute("print('next')")
+    assert result.text == "next"

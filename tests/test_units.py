@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from kernelbox._results import ResultBuilder, strip_ansi
 def test_public_all_is_sorted_and_complete() -> None:
     names = kernelbox.__all__
     assert names == sorted(names, key=str)
-    public = {name for name in dir(kernelbox) if not name.startswith("_")}
+    public = {
+        name for name in dir(kernelbox)
+        if not name.startswith("_") and not isinstance(getattr(kernelbox, name), types.ModuleType)
+    }
     assert public == set(names) - {"__version__"}
 
 

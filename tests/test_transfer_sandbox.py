@@ -1,0 +1,70 @@
+"""File transfer and the MCP server with ``sandbox=True``: same behaviour inside the OS sandbox."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters, types
+
+from kernelbox import KernelClient, KernelGateway, SandboxUnavailableError
+from kernelbox._sandbox import check_sandbox_prerequisites, find_srt
+from kernelbox import FileTransferError
+
+pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
+TIMEOUT = 90
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sandbox_prerequisites() -> None:
+    """Skip (fail in CI) when this machine cannot run the sandbox."""
+    try:
+        check_sandbox_prerequisites(find_srt())
+    except SandboxUnavailableError as exc:
+        message = f"the sandbox cannot run here: {exc}"
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+async def test_transfer_round_trip_and_refusals_inside_the_sandbox(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    data = os.urandom(1_500_000)
+    with anyio.fail_after(TIMEOUT):
+        async with KernelGateway(host="127.0.0.1", port=0, sandbox=True, working_dir=work) as gateway:
+            async with KernelClient(base_url=gateway.url, token=gateway.token, images_dir=tmp_path / "img") as kc:
+                written = await kc.upload(data, "in/blob.bin")
+                assert written == str(work / "in" / "blob.bin")
+                assert (work / "in" / "blob.bin").read_bytes() == data
+                assert await kc.download("in/blob.bin") == data
+                with pytest.raises(FileTransferError) as outside:
+                    await kc.upload(b"x", "../escape.txt")
+                assert outside.value.reason == "outside"
+                # Allowed by kernelbox, refused by the sandbox: a clear error, not a hang.
+                with pytest.raises(FileTransferError, match="Read-only file system|Permission denied") as denied:
+                    await kc.upload(b"x", "/etc/kernelbox-test", allow_outside=True)
+                assert denied.value.reason == "os_error"
+
+
+async def test_mcp_server_with_sandbox(tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "kernelbox._cli", "mcp", "--sandbox", "--working-dir", str(tmp_path)],
+    )
+    with anyio.fail_after(TIMEOUT):
+        async with Client(params, read_timeout_seconds=TIMEOUT) as client:
+            await client.call_tool("upload_file", {"path": "n.txt", "content": "21"})
+            result = await client.call_tool("execute_code", {"code": "print(int(open('n.txt').read()) * 2)"})
+            assert [block.text for block in result.content if isinstance(block, types.TextContent)] == ["42"]
+            back = await client.call_tool("download_file", {"path": "n.txt"})
+            [resource] = [b.resource for b in back.content if isinstance(b, types.EmbeddedResource)]
+            assert isinstance(resource, types.TextResourceContents) and resource.text == "21"
