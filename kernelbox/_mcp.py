@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ipaddress
 import logging
 import mimetypes
 import signal
@@ -44,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from pydantic import Field
 
-from ._client import KernelClient
+from ._client import KernelClient, _is_loopback
 from ._errors import KernelboxError, KernelDiedError
 from ._gateway import KernelGateway
 from ._results import ExecutionResult
@@ -449,15 +448,6 @@ def _http_server(server: MCPServer, host: str) -> Any:
 
     app = server.streamable_http_app(host=host)
     return Server(uvicorn.Config(app, log_level="warning"))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _options_from_args(args: argparse.Namespace) -> McpOptions:

@@ -12,6 +12,8 @@ import anyio
 import psutil
 import pytest
 
+from helpers.processes import first_line
+
 from kernelbox import KernelClient
 
 KERNELBOX = [sys.executable, "-m", "kernelbox._cli"]
@@ -77,12 +79,8 @@ async def test_serve_prints_json_serves_clients_and_stops_on_sigterm(tmp_path: P
     )
     try:
         with anyio.fail_after(60):
-            line = b""
-            async for data in process.stdout:
-                line += data
-                if b"\n" in line:
-                    break
-        info = json.loads(line.split(b"\n")[0])
+            line = await first_line(process)
+        info = json.loads(line)
         assert info["url"].startswith("http://")
         port = int(info["url"].rsplit(":", 1)[1])
         tree = {process.pid, info["pid"]}

@@ -15,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from helpers.processes import alive, first_line
 from helpers.proxy import cuttable_proxy
 from kernelbox import (
     ClientError,
@@ -30,17 +31,6 @@ from kernelbox import (
 
 pytestmark = pytest.mark.anyio
 HELPERS = Path(__file__).parent / "helpers"
-
-
-def _alive(pids) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 async def _kernel_pid(client: KernelClient) -> int:
@@ -186,26 +176,23 @@ async def test_sigstopped_gateway_is_bounded_by_timeouts(tmp_path: Path) -> None
 async def test_supervisor_sigkill_leaves_no_process_behind(anyio_backend: str) -> None:
     process = await anyio.open_process([sys.executable, str(HELPERS / "supervisor_child.py")],
                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    pids: set[int] = set()
     try:
         with anyio.fail_after(60):
-            line = b""
-            async for data in process.stdout:
-                line += data
-                if b"\n" in line:
-                    break
+            line = await first_line(process)
         info = json.loads(line)
         pids = {info["gateway"], *info["tree"]}
         assert info["kernel"] in pids
         process.kill()
         await process.wait()
         killed_at = time.monotonic()
-        _, alive = await anyio.to_thread.run_sync(
-            lambda: psutil.wait_procs([psutil.Process(p) for p in _alive(pids)], timeout=2)
+        _, survivors = await anyio.to_thread.run_sync(
+            lambda: psutil.wait_procs([psutil.Process(p) for p in alive(pids)], timeout=2)
         )
-        assert [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+        assert [p.pid for p in survivors if p.status() != psutil.STATUS_ZOMBIE] == []
         assert time.monotonic() - killed_at <= 2.5
     finally:
-        for pid in _alive(locals().get("pids", set())):
+        for pid in alive(pids):
             os.kill(pid, signal.SIGKILL)
         await process.aclose()
 

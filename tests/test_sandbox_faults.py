@@ -17,6 +17,8 @@ import anyio
 import psutil
 import pytest
 
+from helpers.processes import alive, first_line
+
 from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
 from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 
@@ -27,17 +29,6 @@ HELPERS = Path(__file__).parent / "helpers"
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _alive(pids) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def _inner_gateway_pid(gateway: KernelGateway) -> int:
@@ -54,26 +45,22 @@ async def test_sandboxed_supervisor_sigkill_leaves_no_process_behind() -> None:
     pids: set[int] = set()
     try:
         with anyio.fail_after(120):
-            line = b""
-            async for data in process.stdout:
-                line += data
-                if b"\n" in line:
-                    break
+            line = await first_line(process)
         info = json.loads(line)
         pids = {info["gateway"], *info["tree"]}
-        names = {psutil.Process(pid).name() for pid in _alive(pids)}
+        names = {psutil.Process(pid).name() for pid in alive(pids)}
         assert {"bwrap", "socat"} <= names, names  # srt's helpers are part of what must go
         process.kill()
         await process.wait()
         killed_at = time.monotonic()
-        _, alive = await anyio.to_thread.run_sync(
-            lambda: psutil.wait_procs([psutil.Process(p) for p in _alive(pids)], timeout=2)
+        _, survivors = await anyio.to_thread.run_sync(
+            lambda: psutil.wait_procs([psutil.Process(p) for p in alive(pids)], timeout=2)
         )
-        leftovers = [(p.pid, p.name()) for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        leftovers = [(p.pid, p.name()) for p in survivors if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert leftovers == []
         assert time.monotonic() - killed_at <= 2.5
     finally:
-        for pid in _alive(pids):
+        for pid in alive(pids):
             os.kill(pid, signal.SIGKILL)
         await process.aclose()
 
