@@ -52,6 +52,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 
 State = Literal["new", "starting", "running", "restarting", "failed", "stopping", "stopped"]
+MIN_KERNEL_MEMORY_BYTES = 256 * 1024 * 1024
 RESTART_BACKOFF_SECONDS = 0.5
 MAX_RESTART_BACKOFF_SECONDS = 10.0
 LOG_DRAIN_SECONDS = 0.5
@@ -148,6 +149,9 @@ class KernelGateway:
             `connect()` then takes a ready kernel (a few milliseconds instead of ~0.5 s) and a
             replacement starts in the background. Pooled kernels have the same environment
             and sandbox as any other, and each is handed out once.
+        kernel_memory_limit: bytes of memory each ``python3`` kernel may allocate (its data
+            segment, ``RLIMIT_DATA``); past it allocations raise `MemoryError` in the kernel.
+            None: no limit. At least 256 MiB.
         restart_limit: consecutive restarts tried when the gateway process exits unexpectedly
             (0: never restart). The listening socket is kept, so clients keep the URL and
             connections made meanwhile wait in its backlog. Kernels do not survive a restart.
@@ -179,6 +183,7 @@ class KernelGateway:
         cull_connected: bool | None = None,
         cull_busy: bool | None = None,
         pool_size: int = 0,
+        kernel_memory_limit: int | None = None,
         restart_limit: int = 5,
         stable_uptime: float = 30.0,
         on_restart: Callable[[GatewayRestart], object] | None = None,
@@ -197,6 +202,16 @@ class KernelGateway:
             raise ValueError(f"max_kernels must be at least 1, not {max_kernels}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
             raise ValueError(f"pool_size must be an int, 0 or more, not {pool_size!r}")
+        if kernel_memory_limit is not None and (
+            isinstance(kernel_memory_limit, bool)
+            or not isinstance(kernel_memory_limit, int)
+            or kernel_memory_limit < MIN_KERNEL_MEMORY_BYTES
+        ):
+            raise ValueError(
+                f"kernel_memory_limit must be None or at least {MIN_KERNEL_MEMORY_BYTES} bytes "
+                f"(a Python kernel needs about 100 MB to start), not {kernel_memory_limit!r}"
+            )
+        self.kernel_memory_limit = kernel_memory_limit
         if restart_limit < 0:
             raise ValueError(f"restart_limit must be 0 or more, not {restart_limit}")
         if startup_timeout <= 0:
@@ -348,6 +363,8 @@ class KernelGateway:
         env = kernel_env(self.env)
         env["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
         env["KG_AUTH_TOKEN"] = self._token
+        if self.kernel_memory_limit is not None:
+            env["JUPYTER_PATH"] = str(self._write_limited_kernelspec(self._state_dir))
         argv = [sys.executable, "-m", "kernelbox._gateway_app", json.dumps(self._gateway_config)]
         if self.sandbox:
             from ._sandbox import prepare_sandbox
@@ -362,6 +379,25 @@ class KernelGateway:
             )
             argv, env = launch.argv, launch.env
         self._launch = (argv, env)
+
+    def _write_limited_kernelspec(self, state_dir: Path) -> Path:
+        """Write a ``python3`` kernelspec that applies the memory limit; return its data dir.
+
+        Directories on ``JUPYTER_PATH`` come first in kernelspec lookup, so it replaces
+        ipykernel's built-in ``python3`` for this gateway only.
+        """
+        data_dir = state_dir / "jupyter"
+        spec_dir = data_dir / "kernels" / "python3"
+        spec_dir.mkdir(parents=True)
+        spec = {
+            "argv": [sys.executable, "-m", "kernelbox._kernel_launcher",
+                     "--memory-limit", str(self.kernel_memory_limit), "-f", "{connection_file}"],
+            "display_name": "Python 3 (kernelbox, memory-limited)",
+            "language": "python",
+            "metadata": {"debugger": True},
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        return data_dir
 
     async def _spawn_process(self) -> anyio.abc.Process:
         assert self._socket is not None and self._launch is not None

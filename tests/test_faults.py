@@ -296,3 +296,26 @@ async def test_output_that_is_not_utf8_is_replaced_not_fatal(client: KernelClien
     assert "after" in result.text
     assert "bytes" in result.text
     assert (await client.execute("'ok'")).text == "'ok'"
+
+
+async def test_kernel_memory_limit_raises_memory_error_and_keeps_the_kernel(tmp_path: Path) -> None:
+    limit = 512 * 1024 * 1024
+    with anyio.fail_after(90):
+        async with KernelGateway(port=0, working_dir=tmp_path, kernel_memory_limit=limit) as gateway:
+            async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                    images_dir=tmp_path) as client:
+                await client.execute("kept = 'yes'\nsmall = bytearray(64 * 1024 * 1024)")
+                with pytest.raises(ExecutionError) as info:
+                    await client.execute("big = bytearray(1024 * 1024 * 1024)")
+                assert info.value.ename == "MemoryError"
+                assert (await client.execute("print(kept, len(small))")).text == f"yes {64 * 1024 * 1024}"
+                soft = (await client.execute("import resource\nresource.getrlimit(resource.RLIMIT_DATA)[0]")).text
+                assert int(soft) == limit
+    import resource
+
+    assert resource.getrlimit(resource.RLIMIT_DATA)[0] != limit  # the kernel's limit, not ours
+
+
+def test_kernel_memory_limit_must_be_plausible() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        KernelGateway(kernel_memory_limit=1024)
