@@ -57,6 +57,10 @@ def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", por
         log_level=args.log_level,
         env=_parse_env(args.env),
         working_dir=args.working_dir,
+        pool_size=getattr(args, "pool_size", 0),
+        max_kernels=getattr(args, "max_kernels", None),
+        cull_idle_timeout=getattr(args, "cull_idle_timeout", None),
+        kernel_memory_limit=getattr(args, "kernel_memory_limit", None),
     )
 
 
@@ -70,6 +74,13 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="localhost", help="interface to listen on (default localhost)")
     serve.add_argument("--port", type=int, default=8888, help="TCP port; 0 picks a free one (default 8888)")
     serve.add_argument("--json", action="store_true", help="print the URL and token as one JSON line")
+    serve.add_argument("--pool-size", type=int, default=0, metavar="N",
+                       help="kernels kept started and ready ahead of demand (default 0)")
+    serve.add_argument("--max-kernels", type=int, metavar="N", help="refuse more kernels than N")
+    serve.add_argument("--cull-idle-timeout", type=float, metavar="SECONDS",
+                       help="shut down kernels idle this long (default: never)")
+    serve.add_argument("--kernel-memory-limit", type=int, metavar="BYTES",
+                       help="memory each kernel may allocate; past it: MemoryError (default: none)")
     serve.add_argument("--connection-file", type=Path, metavar="PATH",
                        help="write {url, token, pid} to PATH (mode 0600) for other local processes; "
                             "removed on exit")
@@ -167,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     if args.command == "doctor":
         from ._doctor import doctor
 
@@ -182,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KernelboxError as exc:
         print(f"kernelbox: {exc}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as exc:  # bad option values, a port in use, ...
+        print(f"kernelbox: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
