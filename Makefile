@@ -29,6 +29,11 @@ demo: $(STAMP) sandbox-prereqs
 test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
 
+# The benchmark suite: kernelbox (plain and sandboxed) vs direct ZMQ and ipybox, interleaved.
+bench: $(STAMP) sandbox-prereqs
+	bash benchmarks/setup_peer.sh
+	$(BIN)/python -m benchmarks
+
 doctor: $(STAMP)
 	$(BIN)/kernelbox doctor
 

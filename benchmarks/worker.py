@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from benchmarks._systems import load_system
 from benchmarks._systems._base import Outcome, System, UnsupportedWorkload, process_tree
 
@@ -172,7 +174,9 @@ class Worker:
     async def figure(self) -> dict[str, Any]:
         """A matplotlib figure rendered in the kernel and saved as a PNG file by the client."""
         started = time.perf_counter()
-        outcome = await self.system.execute(self.session_kernel, FIGURE_CODE, DEFAULT_TIMEOUT_SECONDS)
+        outcome = await self.system.execute(
+            self.session_kernel, FIGURE_CODE, DEFAULT_TIMEOUT_SECONDS
+        )
         seconds = time.perf_counter() - started
         pngs = [path for path in outcome.images if _is_png(path)]
         return {
@@ -191,11 +195,13 @@ class Worker:
             opened = await _gather_all(
                 [self.system.open_kernel(gateway, self.images_dir()) for _ in range(kernels)]
             )
+            cpu_before = cpu_snapshot(self.system, gateway, opened)
             t1 = time.perf_counter()
             per_kernel = await asyncio.gather(
                 *(self._run_short(kernel, i, executions) for i, kernel in enumerate(opened))
             )
             wall = time.perf_counter() - t1
+            cpu_used = cpu_delta(cpu_before, cpu_snapshot(self.system, gateway, opened))
         finally:
             await self._close(gateway, *opened)
         latencies = [seconds for run in per_kernel for seconds in run["latencies"]]
@@ -207,6 +213,7 @@ class Worker:
             "latencies": latencies,
             "lost": sum(run["lost"] for run in per_kernel),
             "kernel_start_seconds": t1 - t0,
+            "cpu_seconds": cpu_used,
         }
 
     async def rss(self) -> dict[str, Any]:
@@ -225,6 +232,10 @@ class Worker:
             "kernel_uss_bytes": _uss(kernels) if kernels else None,
             "kernel_in_gateway_tree": bool(kernel_pids & tree_pids),
         }
+
+    async def cpu(self) -> dict[str, Any]:
+        """CPU seconds used so far by this client process, the session's gateway and kernel."""
+        return cpu_snapshot(self.system, self.session_gateway, [self.session_kernel])
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -258,9 +269,13 @@ class Worker:
         """Close kernels, then the gateway; every step bounded, errors reported on stderr."""
         for kernel in kernels:
             if kernel is not None:
-                await _quietly(self.system.close_kernel(kernel), f"closing a {self.system.name} kernel")
+                await _quietly(
+                    self.system.close_kernel(kernel), f"closing a {self.system.name} kernel"
+                )
         if gateway is not None:
-            await _quietly(self.system.stop_gateway(gateway), f"stopping the {self.system.name} gateway")
+            await _quietly(
+                self.system.stop_gateway(gateway), f"stopping the {self.system.name} gateway"
+            )
 
     async def close_all(self) -> None:
         await self._close(self.session_gateway, self.session_kernel)
@@ -285,6 +300,37 @@ async def _gather_all(steps: list[Awaitable[Any]]) -> list[Any]:
     if errors:
         raise errors[0]
     return list(results)
+
+
+def cpu_snapshot(system: System, gateway: Any, kernels: list[Any]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this client process, by the gateway's
+    processes other than kernels, and by the kernels; for comparing CPU cost per execution."""
+    kernel_pids = {pid for kernel in kernels for pid in system.kernel_pids(gateway, kernel)}
+    root = system.gateway_pid(gateway)
+    gateway_processes = [
+        p for p in (process_tree(root) if root is not None else []) if p.pid not in kernel_pids
+    ]
+    kernel_processes = [p for pid in kernel_pids for p in process_tree(pid)[:1]]
+    return {
+        "client": _cpu([psutil.Process()]),
+        "gateway": _cpu(gateway_processes),
+        "kernels": _cpu(kernel_processes),
+    }
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before.get(key, 0.0) for key in after}
+
+
+def _cpu(processes: list[Any]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except Exception:  # the process ended between listing and reading
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _rss(processes: list[Any]) -> int:
@@ -329,6 +375,7 @@ COMMANDS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "figure",
         "concurrent",
         "rss",
+        "cpu",
     )
 }
 
@@ -338,7 +385,12 @@ async def handle(worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {"id": request.get("id")}
     command = COMMANDS.get(request.get("op", ""))
     if command is None:
-        return {**reply, "ok": False, "error": f"unknown op {request.get('op')!r}", "unsupported": True}
+        return {
+            **reply,
+            "ok": False,
+            "error": f"unknown op {request.get('op')!r}",
+            "unsupported": True,
+        }
     try:
         result = await command(worker, **request.get("args", {}))
     except UnsupportedWorkload as exc:
@@ -384,8 +436,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         system = load_system(args.system)
     except Exception as exc:  # report why the system cannot run, as the first reply
-        replies.write(json.dumps({"id": None, "ok": False, "error": f"{type(exc).__name__}: {exc}",
-                                  "unsupported": True}) + "\n")
+        replies.write(
+            json.dumps(
+                {
+                    "id": None,
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "unsupported": True,
+                }
+            )
+            + "\n"
+        )
         return
     replies.write(json.dumps({"id": None, "ok": True, "result": {"ready": True}}) + "\n")
     asyncio.run(serve(Worker(system, args.scratch), replies))

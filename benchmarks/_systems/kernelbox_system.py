@@ -4,18 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
+import logging
+import re
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from benchmarks._systems._base import ChunkCallback, Outcome, System, UnsupportedWorkload
 from kernelbox import ExecutionResult, KernelClient, KernelGateway
 
 HOST = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 10.0
-POOL_POLL_INTERVAL_SECONDS = 0.02
+GATEWAY_LOGGER = "kernelbox.gateway"
+# The pool's own log lines carry its ready count; both forms end in "(N ready)".
+POOL_READY_PATTERN = re.compile(
+    r"(?:Pooled kernel \S+ ready|Handed out pooled kernel \S+) \((\d+) ready\)"
+)
+
+
+class PoolWatcher(logging.Handler):
+    """Follows the warm pool's ready count through the gateway's forwarded log lines.
+
+    Pooled kernels are hidden from ``GET /api/kernels`` and kernelbox has no public "pool is
+    full" signal yet, so the suite reads the gateway's own INFO lines ("Pooled kernel <id>
+    ready (N ready)", "Handed out pooled kernel <id> (N ready)"). Used only between timed
+    connects, never inside one; a ``KernelGateway.wait_pool_ready()`` would replace it.
+    """
+
+    def __init__(self, pool_size: int) -> None:
+        super().__init__(logging.INFO)
+        self.pool_size = pool_size
+        self.ready = 0
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = POOL_READY_PATTERN.search(record.getMessage())
+        if match:
+            self.ready = int(match.group(1))
+            self._changed.set()
+
+    async def wait_full(self) -> None:
+        while self.ready < self.pool_size:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 class Kernelbox(System):
@@ -31,13 +62,16 @@ class Kernelbox(System):
     def __init__(self, sandbox: bool) -> None:
         self.sandbox = sandbox
         self.name = "kernelbox-sandbox" if sandbox else "kernelbox"  # type: ignore[misc]
+        self._watchers: dict[int, PoolWatcher] = {}
 
     async def start_gateway(self, scratch: Path, pool_size: int = 0) -> KernelGateway:
         kwargs: dict[str, Any] = {
             "host": HOST,
             "port": 0,
             "sandbox": self.sandbox,
-            "log_level": "WARNING",
+            # Not "WARNING": the gateway app refuses it (traitlets wants "WARN"). A pooled
+            # gateway logs at INFO because the pool's log lines are its readiness signal.
+            "log_level": "INFO" if pool_size else "ERROR",
         }
         if pool_size:
             kwargs["pool_size"] = pool_size
@@ -45,13 +79,24 @@ class Kernelbox(System):
             gateway = KernelGateway(**kwargs)
         except TypeError as exc:
             if pool_size and "pool_size" in str(exc):
-                raise UnsupportedWorkload("KernelGateway(pool_size=...) is not supported yet") from exc
+                raise UnsupportedWorkload(
+                    "KernelGateway(pool_size=...) is not supported yet"
+                ) from exc
             raise
-        await gateway.start()
+        if pool_size:
+            self._watch_pool(gateway, pool_size)
+        try:
+            await gateway.start()
+        except BaseException:
+            self._unwatch_pool(gateway)
+            raise
         return gateway
 
     async def stop_gateway(self, gateway: KernelGateway) -> None:
-        await gateway.stop(timeout=STOP_TIMEOUT_SECONDS)
+        try:
+            await gateway.stop(timeout=STOP_TIMEOUT_SECONDS)
+        finally:
+            self._unwatch_pool(gateway)
 
     async def open_kernel(self, gateway: KernelGateway, images_dir: Path) -> KernelClient:
         client = KernelClient(
@@ -73,32 +118,49 @@ class Kernelbox(System):
         if on_chunk is None:
             result = await kernel.execute(code, timeout=timeout_seconds)
             return Outcome(result.text or "", list(result.images))
-        async for item in kernel.stream(code, timeout=timeout_seconds):
-            if isinstance(item, ExecutionResult):
-                return Outcome(item.text or "", list(item.images))
-            on_chunk(str(item))
-        raise RuntimeError("kernelbox's stream ended without a result")
+        # Iterate to the end (never return at the result): the generator holds the client's
+        # execution lock until it finishes, and an abandoned one releases it only when
+        # garbage-collected. (stream() is an async generator annotated as AsyncIterator,
+        # hence the type: ignore on aclosing.)
+        outcome: Outcome | None = None
+        async with aclosing(kernel.stream(code, timeout=timeout_seconds)) as items:  # type: ignore[type-var]
+            async for item in items:
+                if isinstance(item, ExecutionResult):
+                    outcome = Outcome(item.text or "", list(item.images))
+                else:
+                    on_chunk(str(item))
+        if outcome is None:
+            raise RuntimeError("kernelbox's stream ended without a result")
+        return outcome
 
     def gateway_pid(self, gateway: KernelGateway) -> int | None:
         return gateway.pid
 
     async def wait_pool_ready(self, gateway: KernelGateway, timeout_seconds: float) -> None:
-        """Wait for the pool to be full: kernelbox's own signal if it has one, else REST.
+        """Return when the pool is full: kernelbox's own signal if it has one, else its logs."""
+        async with asyncio.timeout(timeout_seconds):
+            hook = getattr(gateway, "wait_pool_ready", None)
+            if hook is not None:
+                outcome = hook(timeout_seconds) if _takes_argument(hook) else hook()
+                if inspect.isawaitable(outcome):
+                    await outcome
+                return
+            watcher = self._watchers.get(id(gateway))
+            if watcher is None:
+                raise UnsupportedWorkload("this gateway was not started with a pool")
+            await watcher.wait_full()
 
-        The REST fallback counts the gateway's kernels that are idle, since pooled kernels
-        are ordinary kernels of the gateway. It polls, which is acceptable here because it
-        runs between timed connects, never inside one.
-        """
-        hook = getattr(gateway, "wait_pool_ready", None)
-        if hook is not None:
-            outcome = hook(timeout_seconds) if _takes_argument(hook) else hook()
-            if inspect.isawaitable(outcome):
-                await asyncio.wait_for(outcome, timeout_seconds)
-            return
-        pool_size = int(getattr(gateway, "pool_size", 0) or 0)
-        if not pool_size:
-            raise UnsupportedWorkload("this KernelGateway reports no pool_size")
-        await _wait_idle_kernels(gateway, pool_size, timeout_seconds)
+    def _watch_pool(self, gateway: KernelGateway, pool_size: int) -> None:
+        watcher = PoolWatcher(pool_size)
+        logger = logging.getLogger(GATEWAY_LOGGER)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(watcher)
+        self._watchers[id(gateway)] = watcher
+
+    def _unwatch_pool(self, gateway: KernelGateway) -> None:
+        watcher = self._watchers.pop(id(gateway), None)
+        if watcher is not None:
+            logging.getLogger(GATEWAY_LOGGER).removeHandler(watcher)
 
 
 def _takes_argument(function: Any) -> bool:
@@ -106,20 +168,3 @@ def _takes_argument(function: Any) -> bool:
         return bool(inspect.signature(function).parameters)
     except (TypeError, ValueError):
         return False
-
-
-async def _wait_idle_kernels(gateway: KernelGateway, count: int, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    headers = {"Authorization": f"token {gateway.token}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers, trust_env=False) as http:
-        while True:
-            response = await http.get("/api/kernels", timeout=timeout_seconds)
-            response.raise_for_status()
-            idle = [k for k in response.json() if k.get("execution_state") == "idle"]
-            if len(idle) >= count:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the warm pool did not refill to {count} idle kernels in {timeout_seconds} s"
-                )
-            await asyncio.sleep(POOL_POLL_INTERVAL_SECONDS)

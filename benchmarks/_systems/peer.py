@@ -9,6 +9,7 @@ part of what a user waits for, so it is all inside the timings. Its executions e
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,16 @@ class Ipybox(System):
         timeout_seconds: float,
         on_chunk: ChunkCallback | None = None,
     ) -> Outcome:
-        async for item in kernel.stream(code, timeout=timeout_seconds):
-            if isinstance(item, ExecutionResult):
-                return Outcome(item.text or "", list(item.images))
-            if on_chunk is not None:
-                on_chunk(item)
-        raise RuntimeError("ipybox's stream ended without a result")
+        outcome: Outcome | None = None
+        async with aclosing(kernel.stream(code, timeout=timeout_seconds)) as items:
+            async for item in items:
+                if isinstance(item, ExecutionResult):
+                    outcome = Outcome(item.text or "", list(item.images))
+                elif on_chunk is not None:
+                    on_chunk(item)
+        if outcome is None:
+            raise RuntimeError("ipybox's stream ended without a result")
+        return outcome
 
     def gateway_pid(self, gateway: Any) -> int | None:
         # ipybox does not expose the pid; its (private) process handle is the only way.

@@ -1,0 +1,470 @@
+"""Ratios, the issue's targets, and the Markdown report (pure code over the results dict)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks._stats import ratio
+
+FLOOR = "zmq"
+PEER = "ipybox"
+KERNELBOX = "kernelbox"
+SANDBOXED = "kernelbox-sandbox"
+
+# Workloads whose headline is the median of "seconds" (lower is better), in report order.
+TIMED_WORKLOADS: dict[str, str] = {
+    "roundtrip": "`1+1` round trip",
+    "cold_start": "Cold start → first result (gateway + kernel + `1+1`)",
+    "cold_connect": "New kernel on a running gateway (`connect()`, no pool)",
+    "warm_connect": "Warm `connect()` from the pool",
+    "stream": "Streaming printed lines (wall time to completion)",
+    "figure": "matplotlib figure → PNG file on disk",
+}
+
+Results = dict[str, Any]
+
+
+def stat(
+    results: Results, workload: str, system: str, field: str = "seconds", key: str = "median"
+) -> float | None:
+    """One summary number, or None when it was not measured."""
+    entry = results.get("workloads", {}).get(workload, {}).get(system)
+    if not entry or not entry.get(field):
+        return None
+    value = entry[field].get(key)
+    return float(value) if value is not None else None
+
+
+def concurrency_levels(results: Results) -> list[int]:
+    return sorted(
+        int(w.split("_", 1)[1]) for w in results.get("workloads", {}) if w.startswith("concurrent_")
+    )
+
+
+def compute_ratios(results: Results) -> dict[str, dict[str, dict[str, float | None]]]:
+    """`{workload: {system: {"vs_zmq": x, "vs_ipybox": y}}}` on each workload's headline.
+
+    Time ratios are system / reference (below 1 is faster); for concurrency the headline
+    is throughput, so its ratio is also system / reference but above 1 is better.
+    """
+    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
+    systems = list(results.get("systems", {}))
+    for workload in TIMED_WORKLOADS:
+        ratios[workload] = {
+            name: {
+                "vs_zmq": ratio(stat(results, workload, name), stat(results, workload, FLOOR)),
+                "vs_ipybox": ratio(stat(results, workload, name), stat(results, workload, PEER)),
+            }
+            for name in systems
+        }
+    for kernels in concurrency_levels(results):
+        workload = f"concurrent_{kernels}"
+
+        def throughput(name: str, w: str = workload) -> float | None:
+            return stat(results, w, name, "throughput_per_second")
+
+        ratios[workload] = {
+            name: {
+                "vs_zmq": ratio(throughput(name), throughput(FLOOR)),
+                "vs_ipybox": ratio(throughput(name), throughput(PEER)),
+            }
+            for name in systems
+        }
+    return ratios
+
+
+# -- targets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 5.
+
+    `check` returns (met, what was measured), or None when it was not measured; `sized`
+    tells whether the run's sizes are the ones the target is stated for (a ``--quick`` run
+    reports its numbers but does not claim the target).
+    """
+
+    text: str
+    check: Callable[[Results], tuple[bool, str] | None]
+    sized: Callable[[dict[str, Any]], bool] = lambda config: True
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+
+
+def _at_most_times(
+    workload: str, system: str, reference: str, limit: float
+) -> Callable[[Results], tuple[bool, str] | None]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        value, ref = stat(results, workload, system), stat(results, workload, reference)
+        r = ratio(value, ref)
+        if r is None or value is None or ref is None:
+            return None
+        return r <= limit, f"{r:.2f}× ({_ms(value)} vs {_ms(ref)})"
+
+    return check
+
+
+def _faster_by(
+    workload: str, system: str, reference: str, factor: float
+) -> Callable[[Results], tuple[bool, str] | None]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        value, ref = stat(results, workload, system), stat(results, workload, reference)
+        speedup = ratio(ref, value)
+        if speedup is None or value is None or ref is None:
+            return None
+        return speedup >= factor, f"{speedup:.1f}× faster ({_ms(value)} vs {_ms(ref)})"
+
+    return check
+
+
+def _warm_connect_ms(limit_seconds: float) -> Callable[[Results], tuple[bool, str] | None]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        value = stat(results, "warm_connect", KERNELBOX)
+        if value is None:
+            return None
+        return value <= limit_seconds, f"{_ms(value)} median"
+
+    return check
+
+
+def _warm_vs_cold(factor: float) -> Callable[[Results], tuple[bool, str] | None]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        warm = stat(results, "warm_connect", KERNELBOX)
+        cold = stat(results, "cold_connect", KERNELBOX)
+        speedup = ratio(cold, warm)
+        if speedup is None or warm is None or cold is None:
+            return None
+        return speedup >= factor, f"{speedup:.1f}× faster ({_ms(warm)} vs {_ms(cold)} cold)"
+
+    return check
+
+
+def _stream_target(results: Results) -> tuple[bool, str] | None:
+    mine = stat(results, "stream", KERNELBOX)
+    floor, peer = stat(results, "stream", FLOOR), stat(results, "stream", PEER)
+    vs_floor, vs_peer = ratio(mine, floor), ratio(mine, peer)
+    if mine is None or vs_floor is None or vs_peer is None:
+        return None
+    entry = results["workloads"]["stream"][KERNELBOX]
+    complete = bool(entry.get("complete"))
+    met = complete and vs_peer <= 1.0 and vs_floor <= 1.2
+    every_line = "yes" if complete else "NO"
+    return met, f"{_ms(mine)}: {vs_floor:.2f}× zmq, {vs_peer:.2f}× ipybox, every line: {every_line}"
+
+
+def _concurrency_target(results: Results) -> tuple[bool, str] | None:
+    levels = concurrency_levels(results)
+    if not levels:
+        return None
+    top = max(levels)
+    entry = results["workloads"].get(f"concurrent_{top}", {}).get(KERNELBOX)
+    if not entry or not entry.get("reps"):
+        return None
+    throughput = entry["throughput_per_second"]["median"]
+    return entry[
+        "lost"
+    ] == 0, f"{top} kernels: {entry['lost']} lost of {entry['executions']}, {throughput:.0f} exec/s"
+
+
+def _runs_at_least(key: str, count: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda config: int(config.get(key, 0)) >= count
+
+
+ROUND_TRIPS = _runs_at_least("runs", 200)
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "`1+1` round trip ≤ 1.3 × direct jupyter_client over ZMQ",
+        _at_most_times("roundtrip", KERNELBOX, FLOOR, 1.3),
+        ROUND_TRIPS,
+    ),
+    Target(
+        "`1+1` round trip ≥ 4 × faster than ipybox",
+        _faster_by("roundtrip", KERNELBOX, PEER, 4.0),
+        ROUND_TRIPS,
+    ),
+    Target(
+        "`1+1` round trip, sandboxed, ≤ 1.6 × the floor",
+        _at_most_times("roundtrip", SANDBOXED, FLOOR, 1.6),
+        ROUND_TRIPS,
+    ),
+    Target(
+        "Cold start → first result ≤ 0.6 × ipybox's",
+        _at_most_times("cold_start", KERNELBOX, PEER, 0.6),
+        _runs_at_least("cold_runs", 3),
+    ),
+    Target(
+        "Warm `connect()` from the pool ≤ 50 ms median",
+        _warm_connect_ms(0.050),
+        _runs_at_least("warm_runs", 10),
+    ),
+    Target(
+        "Warm `connect()` ≥ 10 × faster than a cold kernel",
+        _warm_vs_cold(10.0),
+        _runs_at_least("warm_runs", 10),
+    ),
+    Target(
+        "100,000-line stream no slower than ipybox and ≤ 1.2 × the ZMQ floor",
+        _stream_target,
+        _runs_at_least("lines", 100_000),
+    ),
+    Target(
+        "16 concurrent kernels: zero lost output (throughput reported)",
+        _concurrency_target,
+        lambda config: max(config.get("concurrency") or [0]) >= 16,
+    ),
+)
+
+
+def evaluate_targets(results: Results) -> list[dict[str, Any]]:
+    """One row per target: status is met, missed, not measured, or below target size."""
+    rows = []
+    for target in TARGETS:
+        outcome = target.check(results)
+        if outcome is None:
+            rows.append({"target": target.text, "status": "not measured", "measured": None})
+            continue
+        met, measured = outcome
+        if not target.sized(results.get("config", {})):
+            status = "below target size"
+        else:
+            status = "met" if met else "missed"
+        rows.append({"target": target.text, "status": status, "measured": measured})
+    return rows
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+DASH = "–"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}×" if value is not None else DASH
+
+
+def _fmt_ms(value: float | None) -> str:
+    return _ms(value) if value is not None else DASH
+
+
+def _fmt_mib(value: float | None) -> str:
+    return f"{value / 2**20:.0f} MiB" if value is not None else DASH
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    """`text` made safe for one Markdown table cell: one line, no pipes, bounded length."""
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+TEXT_COLUMNS = frozenset(
+    {"system", "workload", "target", "status", "measured", "notes", "versions"}
+)
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]], intro: str = "") -> list[str]:
+    """A titled Markdown table; text columns left-aligned, numbers right-aligned."""
+    lines = ["", f"## {title}", ""] if title else [""]
+    if intro:
+        lines += [intro, ""]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("| " + " | ".join("---" if h in TEXT_COLUMNS else "---:" for h in headers) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _note(entry: dict[str, Any] | None, system_info: dict[str, Any]) -> str:
+    if not system_info.get("available", False):
+        return _cell("unavailable: " + str(system_info.get("reason")))
+    if entry is None:
+        return "not run"
+    if entry.get("unsupported"):
+        return _cell(str(entry["unsupported"]))
+    notes = []
+    if entry.get("errors"):
+        notes.append(_cell(f"{len(entry['errors'])} failed: {entry['errors'][-1]}"))
+    if entry.get("all_ok") is False:
+        notes.append("wrong or missing output in some reps")
+    if entry.get("complete") is False:
+        notes.append(f"LOST LINES (min received {entry.get('lines_received_min')})")
+    return "; ".join(notes)
+
+
+def _header(results: Results) -> list[str]:
+    machine, config = results["machine"], results["config"]
+    memory_gib = machine["memory_bytes"] / 2**30
+    lines = [
+        "# kernelbox benchmark",
+        "",
+        f"Run {machine['date']} on {machine['cpu_model']}, {machine['logical_cores']} logical"
+        f" cores, {memory_gib:.0f} GiB RAM, {machine['os']} {machine['kernel']},"
+        f" Python {machine['python']}; took {results.get('duration_seconds', 0):.0f} s.",
+        f"Systems interleaved per repetition. Sizes: {config['runs']} round trips,"
+        f" {config['cold_runs']} cold starts, {config['lines']:,} streamed lines ×"
+        f" {config['stream_runs']}, concurrency {config['concurrency']} ×"
+        f" {config['concurrent_executions']} executions per kernel.",
+        "Ratios are system ÷ reference on the median (below 1 is faster), except concurrency"
+        " (throughput: above 1 is better).",
+    ]
+    background = machine.get("background_cpu_share")
+    if background is not None:
+        lines.append(
+            f"Other processes used {background:.0%} of the machine's CPU during the run"
+            " (noise indicator: near 0% is a quiet machine)."
+        )
+    rows = []
+    for name, info in results["systems"].items():
+        if info.get("available"):
+            versions = sorted(info.get("versions", {}).items())
+            text = f"Python {info.get('python')}; " + ", ".join(f"{k} {v}" for k, v in versions)
+        else:
+            text = "unavailable: " + str(info.get("reason"))
+        rows.append([name, _cell(text, 400)])
+    return lines + _table("", ["system", "versions"], rows)
+
+
+def _targets_table(results: Results) -> list[str]:
+    marks = {
+        "met": "✅ met",
+        "missed": "❌ missed",
+        "not measured": f"{DASH} not measured",
+        "below target size": f"{DASH} sizes below the target's (e.g. --quick)",
+    }
+    rows = [
+        [row["target"], marks[row["status"]], row["measured"] or DASH] for row in results["targets"]
+    ]
+    return _table("Targets (issue 5)", ["target", "status", "measured"], rows)
+
+
+def _timed_table(results: Results, workload: str, title: str) -> list[str]:
+    rows = []
+    for name, info in results["systems"].items():
+        entry = results["workloads"].get(workload, {}).get(name)
+        ratios = results["ratios"].get(workload, {}).get(name, {})
+        rows.append(
+            [
+                name,
+                _fmt_ms(stat(results, workload, name)),
+                _fmt_ms(stat(results, workload, name, key="p95")),
+                _fmt_ms(stat(results, workload, name, key="min")),
+                _fmt_ratio(ratios.get("vs_zmq")),
+                _fmt_ratio(ratios.get("vs_ipybox")),
+                str(entry["reps"] if entry else 0),
+                _note(entry, info),
+            ]
+        )
+    headers = ["system", "median", "p95", "min", "× zmq", "× ipybox", "reps", "notes"]
+    return _table(title, headers, rows)
+
+
+COLD_START_PHASES = ("gateway_seconds", "kernel_seconds", "first_execute_seconds", "stop_seconds")
+
+
+def _cold_start_phases(results: Results) -> list[str]:
+    rows = [
+        [name, *(_fmt_ms(stat(results, "cold_start", name, phase)) for phase in COLD_START_PHASES)]
+        for name in results["systems"]
+        if results["workloads"].get("cold_start", {}).get(name, {}).get("reps")
+    ]
+    headers = ["system", "gateway", "kernel", "first `1+1`", "stop (not in total)"]
+    return _table("", headers, rows, intro="Cold start phases (medians):") + [
+        "",
+        "ipybox's `KernelGateway.start()` returns once the process is spawned, so its gateway"
+        " phase is near zero and the wait shows up in its client's `connect()` (1 s retry"
+        " sleeps).",
+    ]
+
+
+def _concurrency_row(results: Results, kernels: int, name: str, info: dict[str, Any]) -> list[str]:
+    workload = f"concurrent_{kernels}"
+    entry = results["workloads"][workload].get(name)
+    ratios = results["ratios"].get(workload, {}).get(name, {})
+    throughput = stat(results, workload, name, "throughput_per_second")
+    return [
+        name,
+        str(kernels),
+        f"{throughput:.0f} exec/s" if throughput else DASH,
+        _fmt_ms(stat(results, workload, name, "latency_seconds", "p95")),
+        str(entry["lost"]) if entry and entry.get("reps") else DASH,
+        _fmt_ratio(ratios.get("vs_zmq")),
+        _fmt_ratio(ratios.get("vs_ipybox")),
+        _fmt_ms(stat(results, workload, name, "kernel_start_seconds")),
+        _note(entry, info),
+    ]
+
+
+def _concurrency_table(results: Results) -> list[str]:
+    rows = [
+        _concurrency_row(results, kernels, name, info)
+        for kernels in concurrency_levels(results)
+        for name, info in results["systems"].items()
+    ]
+    headers = ["system", "kernels", "throughput", "p95 latency", "lost output", "× zmq",
+               "× ipybox", "kernels up in", "notes"]  # fmt: skip
+    title = "N concurrent kernels, short executions (`print`) in a loop on each"
+    intro = (
+        "Lost output = executions whose printed text did not arrive before the client"
+        " reported them finished."
+    )
+    return _table(title, headers, rows, intro)
+
+
+def _cpu_table(results: Results) -> list[str]:
+    rows = []
+    workloads = ["roundtrip"] + [f"concurrent_{k}" for k in concurrency_levels(results)]
+    for workload in workloads:
+        for name in results["systems"]:
+            cpu = (results["workloads"].get(workload, {}).get(name) or {}).get("cpu_ms_per_rep")
+            if cpu:
+                cells = [f"{cpu[key]:.2f}" for key in ("client", "gateway", "kernels")]
+                rows.append([workload, name, *cells, f"{sum(cpu.values()):.2f}"])
+    intro = (
+        "CPU milliseconds (user + system) per execution, from the processes' own counters"
+        " (10 ms ticks, so only averages over many executions mean much). The client column"
+        " includes the worker's command handling, the same for every system."
+    )
+    headers = ["workload", "system", "client", "gateway", "kernels", "total"]
+    return _table("CPU per execution (where the cost goes)", headers, rows, intro)
+
+
+def _memory_table(results: Results) -> list[str]:
+    rows = []
+    for name, info in results["systems"].items():
+        entry = results["workloads"].get("rss", {}).get(name)
+        first = entry["results"][0] if entry and entry.get("results") else {}
+        rows.append(
+            [
+                name,
+                _fmt_mib(stat(results, "rss", name, "gateway_rss_bytes")),
+                str(first.get("gateway_processes", DASH)),
+                _fmt_mib(stat(results, "rss", name, "kernel_rss_bytes")),
+                _fmt_mib(stat(results, "rss", name, "kernel_uss_bytes")),
+                _note(entry, info),
+            ]
+        )
+    headers = ["system", "gateway tree, kernels excluded", "gateway processes",
+               "idle kernel RSS", "idle kernel USS", "notes"]  # fmt: skip
+    return _table("Memory (one idle kernel)", headers, rows) + [
+        "",
+        "zmq has no gateway: its kernels are children of the client process.",
+    ]
+
+
+def render_markdown(results: Results, chart_name: str | None = "latest.png") -> str:
+    """The whole report: header, targets, one table per workload, and the chart."""
+    lines = _header(results) + _targets_table(results)
+    for workload, title in TIMED_WORKLOADS.items():
+        lines += _timed_table(results, workload, title)
+        if workload == "cold_start":
+            lines += _cold_start_phases(results)
+        if workload == "stream":
+            lines_streamed = results["config"]["lines"]
+            lines += ["", f"{lines_streamed:,} lines; every line is checked, in order, each run."]
+    lines += _concurrency_table(results) + _cpu_table(results) + _memory_table(results)
+    if chart_name:
+        lines += ["", f"![benchmark chart]({chart_name})"]
+    return "\n".join(lines) + "\n"
