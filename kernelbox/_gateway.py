@@ -240,6 +240,7 @@ class KernelGateway:
             "cull_busy": cull_busy,
             "pool_size": pool_size,
         }
+        self.pool_size = pool_size
 
         self._state: State = "new"
         self._socket: socket.socket | None = None
