@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from helpers.processes import alive, first_line
+from helpers.processes import alive, first_line, survivors_after
 from helpers.proxy import cuttable_proxy
 from kernelbox import (
     ClientError,
@@ -186,10 +186,7 @@ async def test_supervisor_sigkill_leaves_no_process_behind(anyio_backend: str) -
         process.kill()
         await process.wait()
         killed_at = time.monotonic()
-        _, survivors = await anyio.to_thread.run_sync(
-            lambda: psutil.wait_procs([psutil.Process(p) for p in alive(pids)], timeout=2)
-        )
-        assert [p.pid for p in survivors if p.status() != psutil.STATUS_ZOMBIE] == []
+        assert [p.pid for p in await survivors_after(pids, timeout=2)] == []
         assert time.monotonic() - killed_at <= 2.5
     finally:
         for pid in alive(pids):

@@ -17,7 +17,7 @@ import anyio
 import psutil
 import pytest
 
-from helpers.processes import alive, first_line
+from helpers.processes import alive, first_line, survivors_after
 
 from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
 from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
@@ -53,11 +53,7 @@ async def test_sandboxed_supervisor_sigkill_leaves_no_process_behind() -> None:
         process.kill()
         await process.wait()
         killed_at = time.monotonic()
-        _, survivors = await anyio.to_thread.run_sync(
-            lambda: psutil.wait_procs([psutil.Process(p) for p in alive(pids)], timeout=2)
-        )
-        leftovers = [(p.pid, p.name()) for p in survivors if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert leftovers == []
+        assert [(p.pid, p.name()) for p in await survivors_after(pids, timeout=2)] == []
         assert time.monotonic() - killed_at <= 2.5
     finally:
         for pid in alive(pids):

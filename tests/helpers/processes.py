@@ -29,3 +29,18 @@ async def first_line(process: anyio.abc.Process) -> bytes:
         if b"\n" in line:
             break
     return line.split(b"\n")[0]
+
+
+async def survivors_after(pids: Iterable[int], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` seconds for `pids` to exit; return those still running (not zombies)."""
+    import anyio.to_thread
+
+    processes = []
+    for pid in alive(pids):
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, remaining = await anyio.to_thread.run_sync(lambda: psutil.wait_procs(processes, timeout=timeout))
+    still = alive(p.pid for p in remaining)
+    return [p for p in remaining if p.pid in still]
