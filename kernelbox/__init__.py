@@ -5,7 +5,7 @@ client (`KernelClient`) that creates IPython kernels, executes code statefully, 
 as it is produced and saves generated images to disk.
 """
 
-from ._client import KernelClient
+from .client.kernel_client import KernelClient
 from ._errors import (
     AuthenticationError,
     ClientError,
@@ -24,8 +24,8 @@ from ._errors import (
     SandboxError,
     SandboxUnavailableError,
 )
-from ._gateway import GatewayRestart, KernelGateway
-from ._results import ExecutionResult, OutputChunk, RichOutput
+from .gateway.gateway import GatewayRestart, KernelGateway
+from .client._results import ExecutionResult, OutputChunk, RichOutput
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,7 @@ from helpers.processes import first_line
 
 from kernelbox import KernelClient
 
-KERNELBOX = [sys.executable, "-m", "kernelbox._cli"]
+KERNELBOX = [sys.executable, "-m", "kernelbox.cli"]
 
 
 def test_run_executes_cells_statefully_and_saves_images(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from kernelbox._connection_file import (
     write_connection_file,
 )
 
-KERNELBOX = [sys.executable, "-m", "kernelbox._cli"]
+KERNELBOX = [sys.executable, "-m", "kernelbox.cli"]
 
 
 def mode(path: Path) -> int:

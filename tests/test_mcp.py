@@ -30,7 +30,7 @@ def anyio_backend() -> str:
 def server_params(work: Path, images: Path) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "kernelbox._cli", "mcp", "--working-dir", str(work), "--images-dir", str(images),
+        args=["-m", "kernelbox.cli", "mcp", "--working-dir", str(work), "--images-dir", str(images),
               "--env", "FROM_MCP_CONFIG=yes"],
     )
 
@@ -200,7 +200,7 @@ async def test_exit_stops_the_gateway_and_kernel(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_streamable_http_serves_one_kernel_to_successive_sessions(tmp_path: Path) -> None:
     process = await anyio.open_process(
-        [sys.executable, "-m", "kernelbox._cli", "mcp", "--transport", "streamable-http", "--port", "0",
+        [sys.executable, "-m", "kernelbox.cli", "mcp", "--transport", "streamable-http", "--port", "0",
          "--working-dir", str(tmp_path), "--images-dir", str(tmp_path / "images")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

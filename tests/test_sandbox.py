@@ -27,8 +27,8 @@ import psutil
 import pytest
 
 from kernelbox import ExecutionResult, KernelClient, KernelGateway, SandboxUnavailableError
-from kernelbox._doctor import doctor
-from kernelbox._sandbox import (
+from kernelbox.cli._doctor import doctor
+from kernelbox.sandbox import (
     check_sandbox_prerequisites,
     find_srt,
     prepare_sandbox,
@@ -537,7 +537,7 @@ async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
     assert "".join(chunks).split() == ["0", "1", "2"]
     assert isinstance(items[-1], ExecutionResult)
     # srt (node), bwrap, the socat proxy bridges, srt's seccomp helper, the gateway, a kernel.
-    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._gateway_app", "ipykernel"):
+    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "ipykernel"):
         assert any(part in line for line in running), (part, running)
     assert _alive(processes) == [], "left behind after stop()"
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from kernelbox import SandboxConfigError, SandboxUnavailableError, _sandbox
-from kernelbox._doctor import _judge_probe
-from kernelbox._sandbox import (
+from kernelbox import SandboxConfigError, SandboxUnavailableError
+from kernelbox.sandbox import _locate, srt as _srt
+from kernelbox.cli._doctor import _judge_probe
+from kernelbox.sandbox import (
     SandboxLayout,
     allow_local_binding,
     effective_settings,
@@ -26,6 +27,7 @@ from kernelbox._sandbox import (
     preset_names,
     sandbox_env,
     seccomp_helper,
+    check_sandbox_prerequisites,
 )
 
 CREDENTIAL_STORES = [
@@ -334,7 +336,7 @@ def no_srt_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.delenv("KERNELBOX_SRT", raising=False)
-    monkeypatch.setattr(_sandbox, "_LOCAL_SRT", tmp_path / "no-local-srt")
+    monkeypatch.setattr(_locate, "_LOCAL_SRT", tmp_path / "no-local-srt")
     return empty
 
 
@@ -353,7 +355,7 @@ def test_environment_wins_over_the_local_install_and_path(
 ) -> None:
     local = make_executable(tmp_path / "srt-local", "#!/bin/sh\n")
     on_path = make_executable(no_srt_anywhere / "srt", "#!/bin/sh\n")
-    monkeypatch.setattr(_sandbox, "_LOCAL_SRT", local)
+    monkeypatch.setattr(_locate, "_LOCAL_SRT", local)
     assert find_srt() == [str(local.resolve())]
     local.unlink()
     assert find_srt() == [str(on_path.resolve())]
@@ -406,7 +408,7 @@ def test_no_srt_anywhere_says_where_it_looked_and_how_to_install(no_srt_anywhere
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux prerequisites")
 def test_missing_linux_tools_are_listed_with_the_apt_command(no_srt_anywhere: Path) -> None:
     with pytest.raises(SandboxUnavailableError) as info:
-        _sandbox.check_sandbox_prerequisites(["/nonexistent/srt"])
+        check_sandbox_prerequisites(["/nonexistent/srt"])
     message = str(info.value)
     assert "bwrap, socat, rg not found on PATH" in message
     assert "apt-get install bubblewrap socat ripgrep" in message
@@ -423,7 +425,7 @@ def test_seccomp_helper_exists_only_for_x64_and_arm64(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fake_srt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(_sandbox, "check_sandbox_prerequisites", lambda srt: None)
+    monkeypatch.setattr(_srt, "check_sandbox_prerequisites", lambda srt: None)
     return make_executable(tmp_path / "fake-srt", "#!/bin/sh\n")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from kernelbox import KernelClient
 from kernelbox import FileTransferError
-from kernelbox._transfer import MAX_CHUNK_BYTES, build_cell
+from kernelbox.client.transfer import MAX_CHUNK_BYTES, build_cell
 
 TIMEOUT = 60
 

@@ -11,7 +11,7 @@ import pytest
 from mcp import Client, StdioServerParameters, types
 
 from kernelbox import KernelClient, KernelGateway, SandboxUnavailableError
-from kernelbox._sandbox import check_sandbox_prerequisites, find_srt
+from kernelbox.sandbox import check_sandbox_prerequisites, find_srt
 from kernelbox import FileTransferError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
@@ -58,7 +58,7 @@ async def test_transfer_round_trip_and_refusals_inside_the_sandbox(tmp_path: Pat
 async def test_mcp_server_with_sandbox(tmp_path: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "kernelbox._cli", "mcp", "--sandbox", "--working-dir", str(tmp_path)],
+        args=["-m", "kernelbox.cli", "mcp", "--sandbox", "--working-dir", str(tmp_path)],
     )
     with anyio.fail_after(TIMEOUT):
         async with Client(params, read_timeout_seconds=TIMEOUT) as client:

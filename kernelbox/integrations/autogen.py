@@ -32,9 +32,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from pydantic import BaseModel, Field
 from typing_extensions import Self
 
-from .._client import KernelClient
+from ..client.kernel_client import KernelClient
 from .._errors import ExecutionError, ExecutionTimeoutError, KernelboxError
-from .._gateway import KernelGateway
+from ..gateway.gateway import KernelGateway
 from .tool import run_code
 
 __all__ = ["KernelboxCodeExecutor", "KernelboxCodeExecutorConfig", "KernelboxCodeResult"]

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._client import KernelClient
+from ..client.kernel_client import KernelClient
 from .._errors import ExecutionError, ExecutionTimeoutError
-from .._results import ExecutionResult, OutputChunk
+from ..client._results import ExecutionResult, OutputChunk
 
 __all__ = ["CodeOutcome", "Tool", "execute_code_tool", "render_result", "run_code"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import logging
 import math
 import os
@@ -28,8 +27,10 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from httpx_ws import HTTPXWSException, WebSocketDisconnect, aconnect_ws
 
-from . import _protocol, _transfer
-from ._errors import (
+from .. import _protocol
+from .._net import is_loopback_host
+from . import transfer as _transfer
+from .._errors import (
     AuthenticationError,
     ClientError,
     ExecutionError,
@@ -40,7 +41,7 @@ from ._errors import (
     NotConnectedError,
 )
 from ._results import ExecutionResult, OutputChunk, ResultBuilder, strip_ansi
-from ._tasks import BackgroundTask
+from .._tasks import BackgroundTask
 
 logger = logging.getLogger("kernelbox.client")
 
@@ -64,14 +65,6 @@ DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 _EXECUTION_BUFFER_MESSAGES = 16
 _WEBSOCKET_QUEUE_MESSAGES = 16
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 _CONNECTION_ERRORS = (
@@ -182,7 +175,7 @@ class KernelClient:
         self.kernel_name = kernel_name
         self.verify = verify
         self.max_output_bytes = max_output_bytes
-        self._trust_env = not _is_loopback(parts.hostname)
+        self._trust_env = not is_loopback_host(parts.hostname)
 
         self._kernel_id: str | None = None
         self._session_id = uuid.uuid4().hex
@@ -216,7 +209,7 @@ class KernelClient:
             FileNotFoundError: no file at `path` (is the server running?).
             ValueError: the file is not a kernelbox connection file.
         """
-        from ._connection_file import read_connection_file
+        from .._connection_file import read_connection_file
 
         info = read_connection_file(Path(path).expanduser())
         return cls(base_url=info.url, token=info.token, **kwargs)

@@ -1,6 +1,6 @@
 """The gateway process: Jupyter Kernel Gateway on an inherited socket.
 
-Run by `KernelGateway` as ``python -m kernelbox._gateway_app CONFIG_JSON`` in its own session,
+Run by `KernelGateway` as ``python -m kernelbox._child.gateway_app CONFIG_JSON`` in its own session,
 possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in four ways:
 
 - **Socket activation.** The listening socket arrives as standard input (the inetd convention;
@@ -214,7 +214,7 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         f"--KernelGatewayApp.log_level={config.get('log_level', 'INFO')}",
         "--KernelGatewayApp.port_retries=0",
         "--KernelGatewayApp.kernel_websocket_connection_class="
-        "kernelbox._gateway_app.NoDelayWebsocketConnection",
+        "kernelbox._child.gateway_app.NoDelayWebsocketConnection",
         "--JupyterWebsocketPersonality.list_kernels=True",
         # Poll kernel processes every 0.5 s (default 3 s) so a dead kernel is reported fast:
         # clients get a "restarting" status and fail the waiting execution.
@@ -222,7 +222,7 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         # Jupyter Server drops iopub output above 1 MB/s or 1,000 messages/s ("IOPub data rate
         # exceeded"): silent loss. The client bounds output itself, with a visible marker.
         "--ZMQChannelsWebsocketConnection.limit_rate=False",
-        "--KernelGatewayApp.kernel_manager_class=kernelbox._gateway_app.PooledKernelManager",
+        "--KernelGatewayApp.kernel_manager_class=kernelbox._child.gateway_app.PooledKernelManager",
         f"--PooledKernelManager.pool_size={int(config.get('pool_size') or 0)}",
     ]
     if config.get("max_kernels") is not None:

@@ -43,12 +43,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from pydantic import Field
 
-from ._client import KernelClient, _is_loopback
-from ._errors import KernelboxError, KernelDiedError
-from ._gateway import KernelGateway
-from ._results import ExecutionResult
-from ._transfer import ALLOW_OUTSIDE_HINT, FileTransferError
-from .integrations.tool import CodeOutcome, run_code
+from .._net import is_loopback_host
+from .._options import parse_env_assignments
+from ..client.kernel_client import KernelClient
+from .._errors import KernelboxError, KernelDiedError
+from ..gateway.gateway import KernelGateway
+from ..client._results import ExecutionResult
+from ..client.transfer import ALLOW_OUTSIDE_HINT, FileTransferError
+from ..integrations.tool import CodeOutcome, run_code
 
 logger = logging.getLogger("kernelbox.mcp")
 
@@ -392,7 +394,7 @@ async def serve(
     """
     if transport not in ("stdio", "streamable-http"):
         raise ValueError(f"transport must be 'stdio' or 'streamable-http', not {transport!r}")
-    if transport == "streamable-http" and not _is_loopback(host):
+    if transport == "streamable-http" and not is_loopback_host(host):
         raise ValueError(
             f"refusing to serve MCP on {host!r}: it has no authentication and runs arbitrary code; "
             "bind to 127.0.0.1 and put an authenticating proxy in front for remote use"
@@ -451,8 +453,6 @@ def _http_server(server: MCPServer, host: str) -> Any:
 
 
 def _options_from_args(args: argparse.Namespace) -> McpOptions:
-    from ._cli import _parse_env
-
     if args.connection_file is not None and (args.sandbox or args.sandbox_config or args.env or args.working_dir):
         raise SystemExit("kernelbox mcp: --connection-file uses a running gateway; its --sandbox, "
                          "--sandbox-config, --env and --working-dir are set where it was started")
@@ -463,7 +463,7 @@ def _options_from_args(args: argparse.Namespace) -> McpOptions:
         sandbox=args.sandbox,
         sandbox_config=args.sandbox_config,
         working_dir=working_dir,
-        env=_parse_env(args.env),
+        env=parse_env_assignments(args.env),
         images_dir=images_dir.resolve(),
         max_output_bytes=args.max_output_bytes if args.max_output_bytes > 0 else None,
         connection_file=args.connection_file,

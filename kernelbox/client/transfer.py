@@ -35,15 +35,22 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
-from ._errors import ExecutionError, FileTransferError, KernelboxError
+from .._errors import ExecutionError, FileTransferError, KernelboxError
 from ._results import ExecutionResult
 
-if TYPE_CHECKING:
-    from ._client import KernelClient
+
+
+class Executor(Protocol):
+    """What a transfer needs from a client: `KernelClient.execute`."""
+
+    async def execute(
+        self, code: str, timeout: float | None = ..., *, store_history: bool = ...
+    ) -> ExecutionResult: ...
+
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -73,174 +80,11 @@ ALLOW_OUTSIDE_HINT = ", or pass allow_outside=True"
 _CELL_MARKER = "# kernelbox file transfer\n"
 
 
-_HELPER_SOURCE = r'''
-import base64, hashlib, os, stat
+# The helper module's source: a real Python file shipped as package data, run inside the kernel.
+_HELPER_SOURCE = (Path(__file__).resolve().parent.parent / "_kernel_side" / "transfer_helper.py").read_text(
+    encoding="utf-8"
+)
 
-VERSION = %(version)d
-MIME = %(mime)r
-MARKER = %(marker)r
-CELL_NAME = "<kernelbox-transfer>"
-_transfers = {}
-
-
-def _shell():
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
-
-
-def _patch_cell_names():
-    # ipykernel names each cell after a pure-Python murmur2 hash of its source (about 0.75 s per
-    # MiB) and IPython keeps every cell's source in linecache under that name for good. Transfer
-    # cells carry data, so they all get one cheap name instead, which forget() drops.
-    compiler = getattr(_shell(), "compile", None)
-    original = getattr(compiler, "get_code_name", None)
-    if original is None or getattr(original, "kernelbox_transfer", False):
-        return
-
-    def get_code_name(raw_code, code, number):
-        if raw_code.startswith(MARKER):
-            return CELL_NAME
-        return original(raw_code, code, number)
-
-    get_code_name.kernelbox_transfer = True
-    compiler.get_code_name = get_code_name
-
-
-_patch_cell_names()
-
-
-def forget():
-    import linecache
-    linecache.cache.pop(CELL_NAME, None)
-    getattr(getattr(_shell(), "compile", None), "_filename_map", {}).pop(CELL_NAME, None)
-
-
-class KernelboxTransferError(Exception):
-    """A refused or failed transfer; str() is "<reason>: <message>"."""
-
-
-def _fail(reason, message):
-    raise KernelboxTransferError(reason + ": " + message)
-
-
-def _publish(payload):
-    from IPython.display import publish_display_data
-    publish_display_data({MIME: payload})
-
-
-def _base():
-    return os.path.realpath(getattr(_shell(), "starting_dir", None) or os.getcwd())
-
-
-def _resolve(path, allow_outside):
-    base = _base()
-    target = os.path.realpath(os.path.join(base, path))
-    if not allow_outside and os.path.commonpath([base, target]) != base:
-        _fail("outside", "%%r resolves to %%s, outside the kernel's working directory %%s; "
-              "use a path inside it" %% (path, target, base))
-    return target
-
-
-def begin_upload(tid, path, allow_outside):
-    target = _resolve(path, allow_outside)
-    if os.path.isdir(target):
-        _fail("not_a_file", "%%s is a directory; give the file's path" %% target)
-    parent = os.path.dirname(target)
-    part = os.path.join(parent, ".kernelbox-upload-%%s.part" %% tid)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        # 0o666 less the umask, as a plain open() would create it; O_EXCL: never someone else's file.
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as exc:
-        _fail("os_error", "cannot write in %%s: %%s" %% (parent, exc))
-    _transfers[tid] = {"file": os.fdopen(fd, "wb"), "part": part, "target": target,
-                       "hash": hashlib.sha256(), "size": 0}
-
-
-def put(tid, data):
-    state = _transfers[tid]
-    chunk = base64.b64decode(data)
-    try:
-        state["file"].write(chunk)
-    except OSError as exc:
-        abort(tid)
-        _fail("os_error", "cannot write %%s: %%s" %% (state["target"], exc))
-    state["hash"].update(chunk)
-    state["size"] += len(chunk)
-
-
-def commit_upload(tid, size, sha256):
-    state = _transfers.pop(tid)
-    try:
-        state["file"].close()
-        if state["size"] != size or state["hash"].hexdigest() != sha256:
-            _fail("integrity", "%%s arrived damaged (%%d of %%d bytes, checksum %%s)"
-                  %% (state["target"], state["size"], size,
-                      "ok" if state["hash"].hexdigest() == sha256 else "mismatch"))
-        os.replace(state["part"], state["target"])
-    except BaseException as exc:
-        if os.path.exists(state["part"]):
-            os.unlink(state["part"])
-        if isinstance(exc, OSError):
-            _fail("os_error", "cannot write %%s: %%s" %% (state["target"], exc))
-        raise
-    _publish({"tid": tid, "path": state["target"], "size": size})
-
-
-def begin_download(tid, path, allow_outside, max_bytes):
-    target = _resolve(path, allow_outside)
-    try:
-        file = open(target, "rb")
-    except FileNotFoundError:
-        _fail("not_found", "%%s does not exist" %% target)
-    except IsADirectoryError:
-        _fail("not_a_file", "%%s is a directory, not a file" %% target)
-    except OSError as exc:
-        _fail("os_error", "cannot read %%s: %%s" %% (target, exc))
-    info = os.fstat(file.fileno())
-    if not stat.S_ISREG(info.st_mode):
-        file.close()
-        _fail("not_a_file", "%%s is not a regular file" %% target)
-    if max_bytes is not None and info.st_size > max_bytes:
-        file.close()
-        _fail("too_large", "%%s is %%d bytes, more than max_bytes=%%d" %% (target, info.st_size, max_bytes))
-    _transfers[tid] = {"file": file, "target": target, "hash": hashlib.sha256(), "size": 0,
-                       "max_bytes": max_bytes}
-    _publish({"tid": tid, "path": target, "size": info.st_size})
-
-
-def get(tid, chunk_bytes):
-    state = _transfers[tid]
-    try:
-        chunk = state["file"].read(chunk_bytes)
-    except OSError as exc:
-        abort(tid)
-        _fail("os_error", "cannot read %%s: %%s" %% (state["target"], exc))
-    state["hash"].update(chunk)
-    state["size"] += len(chunk)
-    if state["max_bytes"] is not None and state["size"] > state["max_bytes"]:
-        abort(tid)
-        _fail("too_large", "%%s grew past max_bytes=%%d while it was read" %% (state["target"], state["max_bytes"]))
-    payload = {"tid": tid, "data": base64.b64encode(chunk).decode("ascii"), "eof": not chunk}
-    if not chunk:
-        abort(tid)
-        payload["sha256"] = state["hash"].hexdigest()
-        payload["size"] = state["size"]
-    _publish(payload)
-
-
-def abort(tid):
-    state = _transfers.pop(tid, None)
-    if state is None:
-        return
-    state["file"].close()
-    part = state.get("part")
-    if part and os.path.exists(part):
-        os.unlink(part)
-''' % {"version": _HELPER_VERSION, "mime": TRANSFER_MIME, "marker": _CELL_MARKER}
 
 # Installs (or upgrades) the helper module; binds names only in the cell's throwaway globals.
 _INSTALL = (
@@ -326,14 +170,14 @@ class _Deadline:
         return max(self._end - anyio.current_time(), 0.001)
 
 
-async def _run(client: KernelClient, code: str, deadline: _Deadline, path: str) -> ExecutionResult:
+async def _run(client: Executor, code: str, deadline: _Deadline, path: str) -> ExecutionResult:
     try:
         return await client.execute(code, timeout=deadline.remaining(), store_history=False)
     except ExecutionError as exc:
         raise _translate(exc, path) from exc
 
 
-async def _abort(client: KernelClient, tid: str) -> None:
+async def _abort(client: Executor, tid: str) -> None:
     """Drop transfer `tid` in the kernel (closing and removing a partial upload); best effort."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT_SECONDS):
         try:
@@ -371,7 +215,7 @@ def _local_size(source: bytes | str | os.PathLike[str]) -> int:
 
 
 async def upload(
-    client: KernelClient,
+    client: Executor,
     source: bytes | str | os.PathLike[str],
     dest: str | os.PathLike[str],
     *,
@@ -461,7 +305,7 @@ async def upload(
 
 
 async def download(
-    client: KernelClient,
+    client: Executor,
     path: str | os.PathLike[str],
     dest: str | os.PathLike[str] | None = None,
     *,

@@ -1,7 +1,7 @@
 """`KernelGateway`: start, supervise and stop a Jupyter Kernel Gateway process.
 
 The supervisor binds the listening socket itself and hands it to the gateway process as its
-standard input (socket activation, see `kernelbox._gateway_app`). So the port is known before
+standard input (socket activation, see `kernelbox._child.gateway_app`). So the port is known before
 the process starts (``port=0`` has no find-a-free-port race), a sandboxed gateway in its own
 network namespace stays reachable, and readiness needs no polling: a request sent right away
 waits in the socket's backlog until the gateway accepts it.
@@ -33,8 +33,8 @@ import httpx
 import psutil
 
 from ._env import kernel_env, validate_env
-from ._errors import GatewayExitedError, GatewayStartError
-from ._tasks import BackgroundTask
+from .._errors import GatewayExitedError, GatewayStartError
+from .._tasks import BackgroundTask
 
 logger = logging.getLogger("kernelbox.gateway")
 
@@ -366,9 +366,9 @@ class KernelGateway:
         env["KG_AUTH_TOKEN"] = self._token
         if self.kernel_memory_limit is not None:
             env["JUPYTER_PATH"] = str(self._write_limited_kernelspec(self._state_dir))
-        argv = [sys.executable, "-m", "kernelbox._gateway_app", json.dumps(self._gateway_config)]
+        argv = [sys.executable, "-m", "kernelbox._child.gateway_app", json.dumps(self._gateway_config)]
         if self.sandbox:
-            from ._sandbox import prepare_sandbox
+            from ..sandbox import prepare_sandbox
 
             launch = prepare_sandbox(
                 argv,
@@ -391,7 +391,7 @@ class KernelGateway:
         spec_dir = data_dir / "kernels" / "python3"
         spec_dir.mkdir(parents=True)
         spec = {
-            "argv": [sys.executable, "-m", "kernelbox._kernel_launcher",
+            "argv": [sys.executable, "-m", "kernelbox._child.kernel_launcher",
                      "--memory-limit", str(self.kernel_memory_limit), "-f", "{connection_file}"],
             "display_name": "Python 3 (kernelbox, memory-limited)",
             "language": "python",

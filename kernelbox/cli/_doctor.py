@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
-from ._errors import SandboxError
-from ._sandbox import (
+from .._errors import SandboxError
+from ..sandbox import (
     SRT_PACKAGE,
     SRT_VERSION,
     find_srt,

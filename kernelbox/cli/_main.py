@@ -17,35 +17,15 @@ from pathlib import Path
 import anyio
 
 from ._cells import split_cells
-from ._client import KernelClient
-from ._connection_file import published
-from ._errors import ExecutionError, KernelboxError
-from ._gateway import KernelGateway
-from ._results import ExecutionResult, OutputChunk
+from ..client.kernel_client import KernelClient
+from .._connection_file import published
+from .._errors import ExecutionError, KernelboxError
+from ..mcp import add_parser as add_mcp_parser
+from .._options import add_gateway_arguments, parse_env_assignments
+from ..gateway.gateway import KernelGateway
+from ..client._results import ExecutionResult, OutputChunk
 
 logger = logging.getLogger("kernelbox.cli")
-
-
-def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"kernelbox: --env expects KEY=VALUE, got {pair!r}")
-        env[name] = value
-    return env
-
-
-def _add_gateway_options(parser: argparse.ArgumentParser, *, default_log_level: str) -> None:
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="inject a variable into every kernel's environment (repeatable)")
-    parser.add_argument("--sandbox", action="store_true",
-                        help="run the gateway and kernels inside the OS sandbox (srt)")
-    parser.add_argument("--sandbox-config", metavar="NAME_OR_PATH",
-                        help="sandbox preset name (default, pypi, ...) or settings JSON path")
-    parser.add_argument("--working-dir", metavar="DIR", help="the kernels' working directory")
-    parser.add_argument("--log-level", default=default_log_level,
-                        help=f"gateway log level (default {default_log_level})")
 
 
 def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", port: int = 0) -> KernelGateway:
@@ -55,7 +35,7 @@ def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", por
         sandbox=args.sandbox,
         sandbox_config=args.sandbox_config,
         log_level=args.log_level,
-        env=_parse_env(args.env),
+        env=parse_env_assignments(args.env),
         working_dir=args.working_dir,
         pool_size=getattr(args, "pool_size", 0),
         max_kernels=getattr(args, "max_kernels", None),
@@ -84,7 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--connection-file", type=Path, metavar="PATH",
                        help="write {url, token, pid} to PATH (mode 0600) for other local processes; "
                             "removed on exit")
-    _add_gateway_options(serve, default_log_level="INFO")
+    add_gateway_arguments(serve, default_log_level="INFO")
 
     run = commands.add_parser("run", help="run a Python file cell by cell (# %% cells) in one kernel")
     run.add_argument("file", type=Path, help="the Python file; cells are split on '# %%' lines")
@@ -92,24 +72,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="where images are saved (default ./images)")
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds each cell may run (default 600)")
-    _add_gateway_options(run, default_log_level="WARNING")
+    add_gateway_arguments(run, default_log_level="WARNING")
 
     commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
 
-    mcp = commands.add_parser("mcp", help="serve one stateful kernel as Model Context Protocol tools "
-                                          "(needs the 'mcp' extra)")
-    mcp.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio",
-                     help="stdio (default; what desktop agents launch) or streamable-http")
-    mcp.add_argument("--host", default="127.0.0.1", help="streamable-http: interface (default 127.0.0.1)")
-    mcp.add_argument("--port", type=int, default=8000, help="streamable-http: TCP port (default 8000)")
-    mcp.add_argument("--images-dir", type=Path,
-                     help="where images are saved (default: images/ in --working-dir, else ./images)")
-    mcp.add_argument("--max-output-bytes", type=int, default=1024 * 1024,
-                     help="text output kept per execution, in bytes (default 1 MiB)")
-    mcp.add_argument("--connection-file", type=Path, metavar="PATH",
-                     help="use the gateway of a running 'kernelbox serve --connection-file PATH' "
-                          "instead of starting one")
-    _add_gateway_options(mcp, default_log_level="WARNING")
+    add_mcp_parser(commands)
     return parser
 
 
@@ -184,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return doctor()
     if args.command == "mcp":
-        from ._mcp import run  # lazily: the mcp package is an optional extra
+        from ..mcp import run  # imports the optional mcp SDK only now
 
         return run(args)
     try:

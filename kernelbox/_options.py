@@ -1,0 +1,33 @@
+"""Command-line options shared by ``kernelbox serve/run`` and ``kernelbox mcp`` (argparse only).
+
+Lives below both commands so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+__all__ = ["add_gateway_arguments", "parse_env_assignments"]
+
+
+def parse_env_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"kernelbox: --env expects KEY=VALUE, got {pair!r}")
+        env[name] = value
+    return env
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser, *, default_log_level: str) -> None:
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="inject a variable into every kernel's environment (repeatable)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="run the gateway and kernels inside the OS sandbox (srt)")
+    parser.add_argument("--sandbox-config", metavar="NAME_OR_PATH",
+                        help="sandbox preset name (default, pypi, ...) or settings JSON path")
+    parser.add_argument("--working-dir", metavar="DIR", help="the kernels' working directory")
+    parser.add_argument("--log-level", default=default_log_level,
+                        help=f"gateway log level (default {default_log_level})")

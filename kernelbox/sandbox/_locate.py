@@ -1,0 +1,108 @@
+"""Finding sandbox-runtime (`srt`): the argv that runs it, and where its npm package lives."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._errors import SandboxUnavailableError
+
+__all__ = ["SRT_ENV_VAR", "SRT_PACKAGE", "SRT_VERSION", "find_srt", "srt_install_hint", "srt_package_root"]
+
+SRT_PACKAGE = "@anthropic-ai/sandbox-runtime"
+SRT_VERSION = "0.0.83"
+SRT_ENV_VAR = "KERNELBOX_SRT"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_SOURCE_ROOT = _PACKAGE_DIR.parent
+_LOCAL_SRT_PREFIX = _SOURCE_ROOT / ".tools" / "srt"
+_LOCAL_SRT = _LOCAL_SRT_PREFIX / "node_modules" / ".bin" / "srt"
+_INSTALL_SCRIPT = _SOURCE_ROOT / "scripts" / "install-sandbox-prereqs.sh"
+
+
+
+def srt_install_hint() -> str:
+    if _INSTALL_SCRIPT.is_file():
+        local = f"bash {_INSTALL_SCRIPT} (installs it into {_LOCAL_SRT_PREFIX}), or "
+    else:
+        local = ""
+    package = f"{SRT_PACKAGE}@{SRT_VERSION}"
+    return f"install it with {local}npm install -g {package} (needs Node.js >= 20)"
+
+
+def find_srt(explicit: str | os.PathLike[str] | None = None) -> list[str]:
+    """Locate sandbox-runtime's ``srt`` and return the argv prefix that runs it.
+
+    Looks, in order, at `explicit`, ``$KERNELBOX_SRT``, the project-local install
+    (``<checkout>/.tools/srt/node_modules/.bin/srt``, made by
+    ``scripts/install-sandbox-prereqs.sh``) and ``srt`` on ``PATH``. An explicit path or a set
+    variable that does not exist is an error, not a reason to look further.
+
+    Args:
+        explicit: a path to the srt executable (or its ``cli.js``), or None.
+
+    Returns:
+        ``[node, /abs/path/dist/cli.js]`` for the npm package (so the srt process does not
+        depend on ``node`` being on its ``PATH``), or ``[/abs/path/srt]`` for anything else.
+
+    Raises:
+        SandboxUnavailableError: srt (or the Node.js it needs) was not found; the message says
+            where it looked and how to install it.
+    """
+    if explicit is not None:
+        return _srt_argv(Path(os.fspath(explicit)).expanduser(), "the srt_path argument")
+    from_env = os.environ.get(SRT_ENV_VAR)
+    if from_env:
+        return _srt_argv(Path(from_env).expanduser(), f"${SRT_ENV_VAR}")
+    if _LOCAL_SRT.exists():
+        return _srt_argv(_LOCAL_SRT, "the project-local install")
+    on_path = shutil.which("srt")
+    if on_path:
+        return _srt_argv(Path(on_path), "PATH")
+    raise SandboxUnavailableError(
+        f"sandbox-runtime (srt) was not found: looked at the srt_path argument (not given), "
+        f"${SRT_ENV_VAR} (not set), {_LOCAL_SRT} (missing) and `srt` on PATH (not found); "
+        f"{srt_install_hint()}"
+    )
+
+
+def _srt_argv(path: Path, origin: str) -> list[str]:
+    if not path.is_file():
+        raise SandboxUnavailableError(
+            f"srt from {origin} does not exist or is not a file: {path}; {srt_install_hint()}"
+        )
+    real = path.resolve()
+    if not _is_node_script(real):
+        if not os.access(real, os.X_OK):
+            raise SandboxUnavailableError(f"srt from {origin} is not executable: {path}")
+        return [str(real)]
+    node = shutil.which("node")
+    if node is None:
+        raise SandboxUnavailableError(
+            f"srt ({real}) needs Node.js, but `node` is not on PATH; install Node.js >= 20 "
+            f"(Debian: apt-get install nodejs npm)"
+        )
+    return [node, str(real)]
+
+
+def _is_node_script(path: Path) -> bool:
+    if path.suffix in (".js", ".mjs", ".cjs"):
+        return True
+    try:
+        with path.open("rb") as file:
+            first_line = file.readline(200)
+    except OSError:
+        return False
+    return first_line.startswith(b"#!") and b"node" in first_line
+
+
+def srt_package_root(srt: Sequence[str]) -> Path | None:
+    """The npm package directory of an srt argv from `find_srt` (None if not the npm package)."""
+    script = Path(srt[-1])
+    if script.name == "cli.js" and script.parent.name == "dist":
+        root = script.parent.parent
+        if (root / "package.json").is_file():
+            return root
+    return None

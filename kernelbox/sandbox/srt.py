@@ -1,0 +1,230 @@
+"""Launching a command inside sandbox-runtime (`srt`): the state directory, environment and argv.
+
+kernelbox runs a sandboxed gateway as ``srt --settings <effective settings> -- <command>``;
+see `kernelbox.sandbox` for the facts about srt this relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._locate import find_srt, srt_package_root
+from .prerequisites import check_sandbox_prerequisites
+from .settings import SandboxLayout, effective_settings, load_sandbox_settings
+
+__all__ = ["STATE_SUBDIRS", "SandboxLaunch", "allow_local_binding", "prepare_sandbox", "sandbox_env"]
+
+SETTINGS_FILE_NAME = "sandbox-settings.json"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+# The per-gateway state directory's layout: subdirectory -> environment variables set to it.
+STATE_SUBDIRS: dict[str, tuple[str, ...]] = {
+    "home": ("HOME",),
+    "runtime": ("JUPYTER_RUNTIME_DIR",),
+    "ipython": ("IPYTHONDIR",),
+    "matplotlib": ("MPLCONFIGDIR",),
+    # srt sets TMPDIR from CLAUDE_CODE_TMPDIR inside; its default /tmp/claude may not exist.
+    "tmp": ("CLAUDE_CODE_TMPDIR", "TMPDIR"),
+    # `%pip install` cannot write into a read-only site-packages, and a venv ignores the user
+    # site; so pip installs here (PIP_TARGET) and the directory is on PYTHONPATH.
+    "site-packages": ("PIP_TARGET",),
+}
+
+
+def sandbox_env(env: Mapping[str, str], state_dir: Path) -> dict[str, str]:
+    """The srt process's environment: `env` with the state directories set.
+
+    srt passes its environment on to the command (adding its proxy variables), so this is
+    also the gateway's and its kernels' base environment.
+
+    Args:
+        env: the environment the gateway would get unsandboxed.
+        state_dir: the per-gateway state directory.
+
+    Returns:
+        A new dict: `env`, ``PATH`` (when `env` has none), and ``HOME``, ``JUPYTER_RUNTIME_DIR``,
+        ``IPYTHONDIR``, ``MPLCONFIGDIR``, ``CLAUDE_CODE_TMPDIR``, ``TMPDIR``, ``PIP_TARGET``
+        pointing into `state_dir`, with ``PIP_TARGET`` first on ``PYTHONPATH``.
+    """
+    result = dict(env)
+    result.setdefault("PATH", os.environ.get("PATH", os.defpath))
+    for subdir, names in STATE_SUBDIRS.items():
+        for name in names:
+            result[name] = str(state_dir / subdir)
+    python_path = [result["PIP_TARGET"]]
+    if result.get("PYTHONPATH"):
+        python_path.append(result["PYTHONPATH"])
+    result["PYTHONPATH"] = os.pathsep.join(python_path)
+    return result
+
+
+# -- putting it together --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxLaunch:
+    """What to spawn for a sandboxed command.
+
+    Attributes:
+        argv: the full argv: the srt prefix, ``--settings <settings_path> --`` and the command.
+        env: the srt process's environment; srt passes it (plus its proxy variables) to the
+            command, so the gateway and its kernels inherit it.
+        settings_path: the effective settings JSON, written inside the state directory.
+    """
+
+    argv: list[str]
+    env: dict[str, str]
+    settings_path: Path
+
+
+def prepare_sandbox(
+    command: Sequence[str],
+    *,
+    config: str | os.PathLike[str] | Mapping[str, Any] | None,
+    srt_path: str | os.PathLike[str] | None,
+    working_dir: Path,
+    state_dir: Path,
+    env: Mapping[str, str],
+) -> SandboxLaunch:
+    """Validate the settings, check the machine, write the effective settings, build the launch.
+
+    Call it for every (re)start: it rewrites the settings file from the validated source, so
+    a restarted gateway never runs under a file that something else changed.
+
+    Args:
+        command: the command to run inside, e.g.
+            ``[sys.executable, "-m", "kernelbox._child.gateway_app"]``. Pass the listening socket as
+            the spawned process's stdin; srt hands it on.
+        config: see `load_sandbox_settings`.
+        srt_path: see `find_srt`.
+        working_dir: the kernels' working directory; writable inside. Spawn srt with this cwd.
+        state_dir: an existing per-gateway directory; writable inside. Gets the subdirectories
+            ``home``, ``runtime``, ``ipython``, ``matplotlib``, ``tmp``, ``site-packages`` and the
+            settings file ``sandbox-settings.json``.
+        env: the environment the command would get unsandboxed (see `sandbox_env`).
+
+    Returns:
+        The argv, environment and settings path to spawn with.
+
+    Raises:
+        ValueError: `command` is empty.
+        SandboxConfigError: the settings are invalid (nothing has been written or spawned).
+        SandboxUnavailableError: srt or a prerequisite is missing.
+    """
+    if not command:
+        raise ValueError("prepare_sandbox() needs a command to run inside the sandbox")
+    settings = load_sandbox_settings(config)
+    srt = find_srt(srt_path)
+    check_sandbox_prerequisites(srt)
+    working_dir = Path(working_dir).resolve()
+    state_dir = Path(state_dir).resolve()
+    for subdir in STATE_SUBDIRS:
+        (state_dir / subdir).mkdir(parents=True, exist_ok=True)
+    layout = SandboxLayout(
+        working_dir=working_dir,
+        state_dir=state_dir,
+        settings_path=state_dir / SETTINGS_FILE_NAME,
+        home_dirs=real_home_dirs(env),
+        runtime_dirs=runtime_dirs(srt),
+    )
+    effective = effective_settings(settings, layout)
+    if sys.platform.startswith("linux"):
+        effective = pin_linux_tools(effective)
+    elif sys.platform == "darwin":
+        effective = allow_local_binding(effective)
+    _write_json_atomically(layout.settings_path, effective)
+    argv = [*srt, "--settings", str(layout.settings_path), "--", *command]
+    launch_env = sandbox_env(env, state_dir)
+    return SandboxLaunch(argv=argv, env=launch_env, settings_path=layout.settings_path)
+
+
+def real_home_dirs(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """The home directories that ``~`` stands for: this process's, `env`'s and the account's."""
+    candidates = [os.path.expanduser("~"), env.get("HOME", ""), _account_home()]
+    homes: list[Path] = []
+    for candidate in candidates:
+        if candidate and candidate != "~" and Path(candidate).is_absolute():
+            home = Path(candidate)
+            if home not in homes:
+                homes.append(home)
+    return tuple(homes)
+
+
+def _account_home() -> str:
+    """The home directory in the user database ("" where there is none, e.g. Windows)."""
+    try:
+        import pwd  # POSIX only; sandboxing is refused elsewhere, after this runs
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return ""
+
+
+def runtime_dirs(srt: Sequence[str]) -> tuple[Path, ...]:
+    """The Python installation, the kernelbox package and srt's package (when known)."""
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _PACKAGE_DIR]
+    root = srt_package_root(srt)
+    if root is not None:
+        paths.append(root)
+    result: list[Path] = []
+    for path in paths:
+        resolved = path.resolve()
+        if resolved not in result:
+            result.append(resolved)
+    return tuple(result)
+
+
+def pin_linux_tools(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Pin ``bwrapPath``, ``socatPath`` and ``ripgrep`` to absolute paths found on our PATH.
+
+    srt would otherwise look them up on the srt process's ``PATH``, which is the kernels'
+    ``PATH`` and may differ from ours. Keys the user set are kept.
+    """
+    result = dict(settings)
+    for key, tool in (("bwrapPath", "bwrap"), ("socatPath", "socat")):
+        found = shutil.which(tool)
+        if found and key not in result:
+            result[key] = os.path.abspath(found)
+    rg = shutil.which("rg")
+    if rg and "ripgrep" not in result:
+        result["ripgrep"] = {"command": os.path.abspath(rg)}
+    return result
+
+
+def allow_local_binding(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """macOS: let the gateway accept on its socket and its kernels use loopback TCP (ZMQ).
+
+    Seatbelt has no network namespace: without ``network.allowLocalBinding`` the profile
+    srt generates allows loopback only to its proxy ports (``macos-sandbox-utils.js``), so
+    neither the gateway's ``accept()`` nor the kernels' ZMQ sockets would work. The price,
+    on macOS only, is that kernel code can also connect to services on the host's loopback.
+    Not verified on a Mac (none here). An explicit setting in the user's file is kept.
+    """
+    result: dict[str, Any] = json.loads(json.dumps(settings))
+    result.setdefault("network", {}).setdefault("allowLocalBinding", True)
+    return result
+
+
+def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    """Write `data` to `path` via a new file and a rename.
+
+    The rename replaces the directory entry itself, so a symlink planted at `path` (the state
+    directory is writable from inside the sandbox) is replaced, never followed.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=".sandbox-settings-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
