@@ -145,6 +145,53 @@ async def test_join_raises_when_restarts_are_exhausted(tmp_path: Path) -> None:
     assert gateway.state == "stopped"
 
 
+async def test_a_restart_that_cannot_respawn_ends_join_with_the_cause(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    with anyio.fail_after(60):
+        async with KernelGateway(port=0, working_dir=work, restart_limit=3) as gateway:
+            work.rmdir()  # the working directory vanishes; the next spawn cannot start there
+            killed_at = time.monotonic()
+            os.kill(gateway.pid, signal.SIGKILL)
+            with pytest.raises(GatewayExitedError, match="could not be restarted") as info:
+                await gateway.join()
+            assert time.monotonic() - killed_at < 10  # the first back-off, not the restart budget
+            assert isinstance(info.value.__cause__, FileNotFoundError)
+            assert info.value.returncode == -signal.SIGKILL
+            assert gateway.state == "failed"
+    assert gateway.state == "stopped"
+
+
+@pytest.mark.parametrize("shadow", ["json.py", "logging.py", "sitecustomize.py"])
+async def test_modules_in_the_working_dir_cannot_shadow_the_gateways_imports(tmp_path: Path, shadow: str) -> None:
+    # The gateway never imports from the working dir (nor PYTHONPATH); kernels start with the
+    # standard library (and ipykernel) from the installation, then see the working dir.
+    (tmp_path / shadow).write_text("raise SystemExit('kernelbox-test: shadowed')\n")
+    with anyio.fail_after(60):
+        async with KernelGateway(port=0, working_dir=tmp_path) as gateway:
+            async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                    images_dir=tmp_path) as client:
+                assert (await client.execute("print(6 * 7)")).text == "42"
+
+
+async def test_concurrent_stops_both_return_after_the_gateway_is_gone(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        gateway = KernelGateway(port=0, working_dir=tmp_path)
+        await gateway.start()
+        pid = gateway.pid
+        returned: list[bool] = []
+
+        async def stop() -> None:
+            await gateway.stop()
+            returned.append(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop)
+            tg.start_soon(stop)
+        assert returned == [False, False]
+        assert gateway.state == "stopped"
+
+
 async def test_sigstopped_gateway_is_bounded_by_timeouts(tmp_path: Path) -> None:
     with anyio.fail_after(120):
         async with KernelGateway(port=0, working_dir=tmp_path) as gateway:
@@ -262,7 +309,7 @@ async def test_max_kernels_gives_a_clear_error(tmp_path: Path) -> None:
 
 async def test_idle_kernels_are_culled(tmp_path: Path) -> None:
     with anyio.fail_after(60):
-        async with KernelGateway(port=0, working_dir=tmp_path, cull_idle_timeout=2, cull_interval=1,
+        async with KernelGateway(port=0, working_dir=tmp_path, cull_idle_timeout=1.5, cull_interval=0.5,
                                  cull_connected=True) as gateway:
             async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
                                     images_dir=tmp_path) as client:

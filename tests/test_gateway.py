@@ -163,11 +163,13 @@ async def test_stop_on_a_never_started_gateway_does_nothing() -> None:
 
 
 async def test_a_gateway_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> None:
-    # A kernel_gateway package that fails to import shadows the real one in the gateway process.
-    broken = tmp_path / "broken" / "kernel_gateway"
-    broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("raise ImportError('kernelbox-test: broken gateway install')\n")
-    gateway = KernelGateway(port=0, env={"PYTHONPATH": str(broken.parent)}, working_dir=tmp_path,
+    # A Kernel Gateway config file that ends the process while the gateway loads it.
+    config_dir = tmp_path / "jupyter-config"
+    config_dir.mkdir()
+    (config_dir / "jupyter_kernel_gateway_config.py").write_text(
+        "import sys\nprint('kernelbox-test: broken gateway install', flush=True)\nsys.exit(3)\n"
+    )
+    gateway = KernelGateway(port=0, env={"JUPYTER_CONFIG_DIR": str(config_dir)}, working_dir=tmp_path,
                             startup_timeout=120)
     started = time.monotonic()
     with anyio.fail_after(60), pytest.raises(GatewayStartError) as info:
@@ -198,6 +200,22 @@ async def test_port_in_use_is_an_error_not_a_silent_move(tmp_path: Path) -> None
         ({"env": {"A": 1}}, TypeError),
         ({"env": {"A=B": "x"}}, ValueError),
         ({"log_level": "LOUD"}, ValueError),
+        ({"env": {"A": "\ud800"}}, ValueError),
+        ({"sandbox": Path("settings.json")}, TypeError),
+        ({"sandbox": 1}, TypeError),
+        ({"startup_timeout": float("nan")}, ValueError),
+        ({"startup_timeout": 0}, ValueError),
+        ({"cull_idle_timeout": "x"}, TypeError),
+        ({"cull_idle_timeout": -1}, ValueError),
+        ({"cull_interval": float("inf")}, ValueError),
+        ({"cull_busy": "yes"}, TypeError),
+        ({"max_kernels": 0}, ValueError),
+        ({"pool_size": 1.5}, TypeError),
+        ({"restart_limit": -1}, ValueError),
+        ({"stable_uptime": float("nan")}, ValueError),
+        ({"token": ""}, ValueError),
+        ({"token": "a\nb"}, ValueError),
+        ({"on_restart": "not callable"}, TypeError),
     ],
 )
 def test_invalid_arguments_raise_clear_errors(kwargs: dict, error: type[Exception]) -> None:

@@ -107,3 +107,13 @@ def test_kernel_env_is_base_plus_injected_only() -> None:
 def test_validate_env_rejects_bad_input(env, error) -> None:
     with pytest.raises(error):
         validate_env(env)
+
+
+def test_fractional_cull_seconds_reach_the_gateway_unrounded() -> None:
+    from kernelbox._child.gateway_app import _config_argv
+    from kernelbox.gateway.config import GatewayConfig
+
+    options = GatewayConfig(cull_idle_timeout=0.5, cull_interval=0.25).gateway_app_options()
+    argv = _config_argv(options)
+    assert "--PooledKernelManager.cull_idle_timeout=0.5" in argv
+    assert "--PooledKernelManager.cull_interval=0.25" in argv

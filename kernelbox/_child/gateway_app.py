@@ -98,6 +98,10 @@ class PooledKernelManager(SeedingMappingKernelManager):
 
     pool_size = Integer(0, config=True, help="Kernels kept started and ready ahead of demand.")
     pool_ready_timeout = Float(60.0, config=True, help="Seconds a pooled kernel may take to answer.")
+    # Jupyter Server declares these as Integer, so 0.5 s would fail to load (or, truncated, turn
+    # culling off). Its culler multiplies by 1000 for a PeriodicCallback, which takes floats.
+    cull_idle_timeout = Float(0.0, config=True, help="Seconds a kernel may stay idle (0: never cull).")
+    cull_interval = Float(300.0, config=True, help="Seconds between culling checks.")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -229,7 +233,8 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")
     for name in ("cull_idle_timeout", "cull_interval"):
         if config.get(name) is not None:
-            argv.append(f"--MappingKernelManager.{name}={int(config[name])}")
+            # Seconds as given (0.5 stays 0.5): PooledKernelManager declares these as floats.
+            argv.append(f"--PooledKernelManager.{name}={float(config[name])!r}")
     for name in ("cull_connected", "cull_busy"):
         if config.get(name) is not None:
             argv.append(f"--MappingKernelManager.{name}={bool(config[name])}")

@@ -1,7 +1,8 @@
-"""Kernel launcher that applies a memory limit, then starts ipykernel.
+"""Kernel launcher: applies the kernel's limits, then starts ipykernel.
 
-Used as the ``python3`` kernelspec's command when `KernelGateway(kernel_memory_limit=...)` is
-set: ``python -m kernelbox._child.kernel_launcher --memory-limit BYTES -f {connection_file}``.
+The ``python3`` kernelspec of every kernelbox gateway runs
+``python -P -m kernelbox._child.kernel_launcher [--memory-limit BYTES] -f {connection_file}``
+(see `kernelbox.gateway._state`).
 
 The limit is ``RLIMIT_DATA`` (Linux counts heap and private anonymous mappings in it since
 4.7, see setrlimit(2)), so an allocation past it fails inside the kernel with `MemoryError`,

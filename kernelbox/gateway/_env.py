@@ -37,7 +37,8 @@ def validate_env(env: Mapping[str, str] | None) -> dict[str, str]:
 
     Raises:
         TypeError: `env` is not a mapping, or a name or value is not a `str`.
-        ValueError: a name is empty or contains ``=`` or NUL, or a value contains NUL.
+        ValueError: a name is empty or contains ``=`` or NUL, a value contains NUL, or either
+            has a lone surrogate (not encodable as UTF-8).
     """
     if env is None:
         return {}
@@ -54,6 +55,14 @@ def validate_env(env: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"invalid environment variable name {name!r} (empty, '=' or NUL)")
         if "\0" in value:
             raise ValueError(f"environment variable {name!r} contains a NUL byte")
+        for text in (name, value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"environment variable {name!r} is not valid Unicode text ({exc.reason} at "
+                    f"index {exc.start}); an environment holds bytes, so a lone surrogate cannot pass"
+                ) from None
         checked[name] = value
     return checked
 

@@ -1,0 +1,56 @@
+"""The per-gateway state directory: Jupyter's runtime files, and kernelspecs kernelbox writes.
+
+One private directory per gateway (``kernelbox-gateway-*`` under the system's temporary
+directory), removed when the gateway stops.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["create_state_dir", "remove_state_dir", "write_kernelspec"]
+
+
+def create_state_dir() -> Path:
+    """Create a new private state directory (mode 0700) with its ``runtime`` subdirectory."""
+    state_dir = Path(tempfile.mkdtemp(prefix="kernelbox-gateway-"))
+    (state_dir / "runtime").mkdir()
+    return state_dir
+
+
+def remove_state_dir(state_dir: Path) -> None:
+    """Remove the state directory and everything in it (blocking: run it in a worker thread)."""
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
+    """Write the ``python3`` kernelspec this gateway's kernels use; return its Jupyter data dir.
+
+    Directories on ``JUPYTER_PATH`` come first in kernelspec lookup, so it replaces
+    ipykernel's built-in ``python3`` for this gateway only. Kernels start through
+    `kernelbox._child.kernel_launcher` with ``-P``: a ``json.py`` or ``logging.py`` in the
+    working directory cannot break the kernel's start-up (user code can still import modules
+    from there, as in a notebook; ipykernel puts the working directory on ``sys.path``).
+
+    Args:
+        state_dir: the gateway's state directory.
+        memory_limit: bytes each kernel may allocate (``RLIMIT_DATA``), or None.
+    """
+    data_dir = state_dir / "jupyter"
+    spec_dir = data_dir / "kernels" / "python3"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-P", "-m", "kernelbox._child.kernel_launcher"]
+    if memory_limit is not None:
+        argv += ["--memory-limit", str(memory_limit)]
+    spec = {
+        "argv": [*argv, "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "metadata": {"debugger": True},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
+    return data_dir

@@ -1,0 +1,389 @@
+"""Supervising the gateway process: readiness, the log pump, the restart policy and shutdown.
+
+The policy follows jupyter_client's restarter: restart a process that exits unexpectedly,
+with a back-off that doubles from `RESTART_BACKOFF_SECONDS` to `MAX_RESTART_BACKOFF_SECONDS`,
+give up after ``restart_limit`` consecutive restarts, and start counting again from zero
+after ``stable_uptime`` seconds up. Shutdown goes in steps, each with a bounded wait: SIGTERM
+to the process group, SIGKILL to the group, then SIGKILL to whatever of the tree is left.
+
+Every failure of the background work ends up in `Supervisor.failure`, logged once and raised
+by `KernelGateway.join()`; none is dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import anyio.abc
+import httpx
+import psutil
+
+from .._errors import GatewayExitedError, GatewayStartError, KernelboxError
+from .._tasks import BackgroundTask
+from ._launch import Launch
+
+logger = logging.getLogger("kernelbox.gateway")
+
+__all__ = ["GatewayRestart", "State", "Supervisor"]
+
+LOG_TAIL_LINES = 50
+RESTART_BACKOFF_SECONDS = 0.5
+MAX_RESTART_BACKOFF_SECONDS = 10.0
+# After the gateway exits, how long to keep reading its log (kernels may hold the pipe open).
+LOG_DRAIN_SECONDS = 0.5
+
+State = Literal["new", "starting", "running", "restarting", "failed", "stopping", "stopped"]
+
+_TORNADO_LEVELS = {
+    "D": logging.DEBUG,
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "C": logging.CRITICAL,
+}
+
+
+@dataclass(frozen=True)
+class GatewayRestart:
+    """What `KernelGateway` passes to ``on_restart`` after restarting a gateway that exited.
+
+    Attributes:
+        count: restarts so far in this gateway's life (1 for the first).
+        returncode: the exit status of the process that died (negative: killed by signal).
+        old_pid: the pid of the process that died.
+        pid: the pid of the new gateway process.
+    """
+
+    count: int
+    returncode: int | None
+    old_pid: int
+    pid: int
+
+
+def _log_gateway_line(line: str, *, stopping: bool) -> None:
+    level = logging.INFO
+    if len(line) > 2 and line[0] == "[" and line[1] in _TORNADO_LEVELS:
+        level = _TORNADO_LEVELS[line[1]]
+    if stopping and "received signal" in line:
+        level = logging.INFO  # Kernel Gateway logs our own SIGTERM as CRITICAL
+    logger.log(level, "%s", line)
+
+
+class Supervisor:
+    """Runs one gateway process at a time on a fixed listening socket, restarting it as needed.
+
+    Args:
+        prepare: returns the `Launch` for the next (re)start (it may raise, e.g. when the
+            sandbox can no longer run; a failing restart ends the supervision).
+        listen_fd: the listening socket's descriptor, given to the gateway as its stdin.
+        working_dir: the gateway's (and its kernels') working directory.
+        probe_url: returns the URL to probe for readiness (``GET /api/kernelspecs``).
+        token: the auth token for the readiness probe.
+        startup_timeout: seconds a (re)started gateway has to answer.
+        restart_limit, stable_uptime: the restart policy (see the module docstring).
+        log_to_stderr: copy gateway log lines to stderr instead of the logging module.
+        on_restart: called after each successful restart; its errors are logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        prepare: Callable[[], Launch],
+        listen_fd: int,
+        working_dir: Path,
+        probe_url: Callable[[], str],
+        token: str,
+        startup_timeout: float,
+        restart_limit: int,
+        stable_uptime: float,
+        log_to_stderr: bool,
+        on_restart: Callable[[GatewayRestart], object] | None,
+    ) -> None:
+        self._prepare = prepare
+        self._listen_fd = listen_fd
+        self._working_dir = working_dir
+        self._probe_url = probe_url
+        self._token = token
+        self._startup_timeout = startup_timeout
+        self._restart_limit = restart_limit
+        self._stable_uptime = stable_uptime
+        self._log_to_stderr = log_to_stderr
+        self._on_restart = on_restart
+        self.state: State = "new"
+        self.process: anyio.abc.Process | None = None
+        self.restart_count = 0
+        self.failure: GatewayExitedError | None = None
+        self.finished = anyio.Event()
+        self.log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._task: BackgroundTask | None = None
+        self._spawned: list[anyio.abc.Process] = []
+        self._pending_restart: tuple[int | None, int] = (None, 0)
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn the gateway, start supervising it, and return once it answers.
+
+        Raises:
+            GatewayStartError: it exited during start-up or did not answer in time.
+            The errors of `prepare` and of spawning (OSError, sandbox errors).
+        """
+        self.state = "starting"
+        self.process = await self._spawn()
+        self._task = BackgroundTask(self._supervise, name="kernelbox gateway supervisor")
+        self._task.start()
+        await self._wait_ready(self.process)
+        self.state = "running"
+
+    async def _spawn(self) -> anyio.abc.Process:
+        launch = self._prepare()
+        process = await anyio.open_process(
+            launch.argv,
+            stdin=self._listen_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self._working_dir,
+            env=launch.env,
+            start_new_session=True,
+        )
+        self._spawned.append(process)
+        logger.debug("Spawned gateway [pid %d]", process.pid)
+        return process
+
+    async def _wait_ready(self, process: anyio.abc.Process) -> None:
+        """Return once the gateway answers; raise `GatewayStartError` if it exits or stalls."""
+        ready = False
+
+        async def request(tg: anyio.abc.TaskGroup) -> None:
+            nonlocal ready
+            headers = {"Authorization": f"token {self._token}"}
+            async with httpx.AsyncClient(timeout=self._startup_timeout, trust_env=False) as http:
+                # A refused or reset connection means the process is going down: exited() reports it.
+                with contextlib.suppress(httpx.TransportError):
+                    response = await http.get(f"{self._probe_url()}/api/kernelspecs", headers=headers)
+                    ready = response.status_code == 200
+            if ready:
+                tg.cancel_scope.cancel()
+
+        async def exited(tg: anyio.abc.TaskGroup) -> None:
+            await process.wait()
+            tg.cancel_scope.cancel()
+
+        with anyio.move_on_after(self._startup_timeout):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(request, tg)
+                tg.start_soon(exited, tg)
+        if ready:
+            return
+        if process.returncode is not None:
+            raise GatewayStartError(
+                f"the gateway process exited during start-up with status {process.returncode}",
+                log_lines=list(self.log_tail),
+            )
+        raise GatewayStartError(
+            f"the gateway did not answer within {self._startup_timeout:g} seconds",
+            log_lines=list(self.log_tail),
+        )
+
+    # -- supervision -----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """The supervisor's own task: pump the log, restart the gateway when it exits."""
+        try:
+            await self._restart_loop()
+        except Exception as exc:  # noqa: BLE001 - not dropped: logged and raised by join()
+            logger.exception("Gateway supervision failed")
+            self._fail(GatewayExitedError(f"the gateway supervisor failed: {exc!r}", log_lines=list(self.log_tail)), exc)
+
+    def _fail(self, failure: GatewayExitedError, cause: BaseException | None = None) -> None:
+        failure.__cause__ = cause
+        self.failure = failure
+        self.state = "failed"
+        self.finished.set()
+
+    async def _restart_loop(self) -> None:
+        consecutive = 0
+        while True:
+            process = self.process
+            assert process is not None
+            started_at = anyio.current_time()
+            returncode = await self._run_process(process)
+            if self.state not in ("running", "restarting"):
+                # stop() was called, or start() is failing and reports it itself.
+                logger.info("Gateway [pid %d] exited with status %s", process.pid, returncode)
+                return
+            if anyio.current_time() - started_at >= self._stable_uptime:
+                consecutive = 0
+            consecutive += 1
+            if consecutive > self._restart_limit:
+                logger.error(
+                    "Gateway [pid %d] exited with status %s; giving up after %d consecutive restarts",
+                    process.pid, returncode, self._restart_limit,
+                )
+                self._fail(GatewayExitedError(
+                    f"the gateway [pid {process.pid}] exited with status {returncode} and "
+                    f"{self._restart_limit} consecutive restarts did not keep it up",
+                    returncode=returncode,
+                    log_lines=list(self.log_tail),
+                ))
+                return
+            delay = min(RESTART_BACKOFF_SECONDS * 2 ** (consecutive - 1), MAX_RESTART_BACKOFF_SECONDS)
+            logger.warning(
+                "Gateway [pid %d] exited unexpectedly with status %s; restarting in %.1fs (%d/%d)",
+                process.pid, returncode, delay, consecutive, self._restart_limit,
+            )
+            self.state = "restarting"
+            await anyio.sleep(delay)  # back-off between restarts, not a readiness signal
+            try:
+                self.process = await self._spawn()
+            except (OSError, ValueError, KernelboxError) as exc:  # e.g. the working dir vanished
+                logger.error("Could not restart the gateway: %s", exc)
+                self._fail(
+                    GatewayExitedError(
+                        f"the gateway [pid {process.pid}] exited with status {returncode} and could "
+                        f"not be restarted: {exc}",
+                        returncode=returncode,
+                        log_lines=list(self.log_tail),
+                    ),
+                    exc,
+                )
+                return
+            self._pending_restart = (returncode, process.pid)
+
+    async def _run_process(self, process: anyio.abc.Process) -> int:
+        """Pump the log of `process` (confirming a restart once it answers) until it exits."""
+        pump_done = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def pump() -> None:
+                try:
+                    await self._pump_log(process)
+                finally:
+                    pump_done.set()
+
+            tg.start_soon(pump)
+            if self.state == "restarting":
+                tg.start_soon(self._confirm_restart, process)
+            returncode = await process.wait()
+            with anyio.move_on_after(LOG_DRAIN_SECONDS):
+                await pump_done.wait()
+            tg.cancel_scope.cancel()
+        return returncode
+
+    async def _confirm_restart(self, process: anyio.abc.Process) -> None:
+        try:
+            await self._wait_ready(process)
+        except GatewayStartError as exc:
+            logger.error("Restarted gateway [pid %d] did not come up: %s", process.pid, exc.args[0])
+            signal_group(process.pid, signal.SIGKILL)
+            return
+        if self.state != "restarting" or self.process is not process:
+            return
+        self.state = "running"
+        self.restart_count += 1
+        returncode, old_pid = self._pending_restart
+        logger.info("Restarted gateway [pid %d] on %s (restart %d)", process.pid, self._probe_url(), self.restart_count)
+        if self._on_restart is not None:
+            event = GatewayRestart(count=self.restart_count, returncode=returncode, old_pid=old_pid, pid=process.pid)
+            try:
+                self._on_restart(event)
+            except Exception:  # the user's callback must not end the supervision; it is logged
+                logger.exception("on_restart callback failed")
+
+    async def _pump_log(self, process: anyio.abc.Process) -> None:
+        assert process.stdout is not None
+        buffered = b""
+        async for data in process.stdout:
+            buffered += data
+            *lines, buffered = buffered.split(b"\n")
+            for raw in lines:
+                self._record_log_line(raw)
+        if buffered:
+            self._record_log_line(buffered)
+
+    def _record_log_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line:
+            return
+        self.log_tail.append(line)
+        if self._log_to_stderr:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            _log_gateway_line(line, stopping=self.state in ("stopping", "stopped"))
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def stop(self, timeout: float) -> list[anyio.abc.Process]:
+        """Stop the supervision and the process tree; returns the processes that were stopped.
+
+        Runs to the end even when the calling task is cancelled.
+        """
+        if self.state != "failed":
+            self.state = "stopping"
+        with anyio.CancelScope(shield=True):
+            if self.process is not None:
+                await terminate(self.process, timeout)
+            if self._task is not None:
+                self._task.cancel()
+                await self._task.wait()
+                self._task = None
+            # A restart may have spawned a process just before the supervisor was cancelled.
+            for process in self._spawned:
+                await terminate(process, timeout)
+                await process.aclose()
+        if self.state != "failed":
+            self.state = "stopped"
+        self.finished.set()
+        stopped, self._spawned = self._spawned, []
+        return stopped
+
+
+async def terminate(process: anyio.abc.Process, timeout: float) -> None:
+    """SIGTERM the process group, wait, SIGKILL the group, then SIGKILL what is left of the tree."""
+    if process.returncode is not None:
+        return
+    tree = _process_tree(process.pid)
+    signal_group(process.pid, signal.SIGTERM)
+    with anyio.move_on_after(timeout):
+        await process.wait()
+    if process.returncode is None:
+        logger.warning("Gateway [pid %d] did not exit in %gs; killing it", process.pid, timeout)
+        signal_group(process.pid, signal.SIGKILL)
+        with anyio.move_on_after(timeout):
+            await process.wait()
+    # Kernels live in sessions of their own: give them the same time, then kill.
+    await anyio.to_thread.run_sync(_reap_tree, tree, timeout)
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    """The descendants of `pid` (not `pid` itself: anyio reaps it)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Send `signum` to the process group `pid` leads; a group that is gone is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _reap_tree(tree: list[psutil.Process], timeout: float) -> None:
+    """Wait up to `timeout` seconds for the processes to exit, then SIGKILL the rest."""
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)

@@ -1,0 +1,169 @@
+"""`GatewayConfig`: every option of a `KernelGateway`, validated up front (pure).
+
+A bad value raises `TypeError` or `ValueError` here, before a socket is bound or a process
+started; nothing later has to re-check it. Durations are float seconds, sizes are bytes,
+``None`` means "no limit" or "Jupyter's default", as each field says.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._env import validate_env
+
+__all__ = ["MIN_KERNEL_MEMORY_BYTES", "GatewayConfig"]
+
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
+MIN_KERNEL_MEMORY_BYTES = 256 * 1024 * 1024
+_LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "an int or None" if allow_none else "an int"
+        raise TypeError(f"{name} must be {expected}, not {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _check_seconds(
+    name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False
+) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        expected = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise TypeError(f"{name} must be {expected}, not {type(value).__name__} {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise ValueError(f"{name} must be finite seconds, {bound}, not {value!r}")
+    return seconds
+
+
+def _check_optional_bool(name: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None, not {type(value).__name__} {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The options of one gateway; see `KernelGateway` for what each does.
+
+    Construction validates and normalises every field (``log_level`` upper-cased,
+    ``working_dir`` made absolute, ``token`` generated when None, numbers as float seconds).
+
+    Raises:
+        TypeError: a field has the wrong type (e.g. ``sandbox`` is not a bool).
+        ValueError: a field has an invalid value (a negative or NaN duration, a port out of
+            range, a working directory that is not a directory, ...).
+    """
+
+    host: str = "localhost"
+    port: int = 8888
+    sandbox: bool = False
+    sandbox_config: str | os.PathLike[str] | Mapping[str, Any] | None = None
+    log_level: str = "INFO"
+    log_to_stderr: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    token: str | None = None
+    working_dir: str | os.PathLike[str] | None = None
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS
+    srt_path: str | os.PathLike[str] | None = None
+    max_kernels: int | None = None
+    cull_idle_timeout: float | None = None
+    cull_interval: float | None = None
+    cull_connected: bool | None = None
+    cull_busy: bool | None = None
+    pool_size: int = 0
+    kernel_memory_limit: int | None = None
+    restart_limit: int = 5
+    stable_uptime: float = 30.0
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.host, str):
+            raise TypeError(f"host must be a str, not {type(self.host).__name__}")
+        _check_int("port", self.port, minimum=0)
+        if self.port > 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if not isinstance(self.sandbox, bool):
+            # A positional argument in the wrong place (e.g. a Path) must not turn it on.
+            raise TypeError(
+                f"sandbox must be True or False, not {type(self.sandbox).__name__} {self.sandbox!r} "
+                f"(the settings go in sandbox_config=)"
+            )
+        if self.sandbox_config is not None and not isinstance(
+            self.sandbox_config, (str, os.PathLike, Mapping)
+        ):
+            raise TypeError(
+                f"sandbox_config must be a preset name, a path or a mapping, not "
+                f"{type(self.sandbox_config).__name__}"
+            )
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {self.log_level!r}")
+        put("log_level", "WARN" if self.log_level.upper() == "WARNING" else self.log_level.upper())
+        if not isinstance(self.log_to_stderr, bool):
+            raise TypeError(f"log_to_stderr must be True or False, not {self.log_to_stderr!r}")
+        put("env", validate_env(self.env))
+        if self.token is None:
+            put("token", secrets.token_urlsafe(32))
+        elif not isinstance(self.token, str) or not self.token or not self.token.isprintable() or (
+            self.token != self.token.strip()
+        ):
+            raise ValueError("token must be a non-empty printable str without surrounding spaces, or None")
+        working_dir = Path(self.working_dir if self.working_dir is not None else os.getcwd())
+        put("working_dir", working_dir.resolve())
+        put("startup_timeout", _check_seconds("startup_timeout", self.startup_timeout))
+        put("max_kernels", _check_int("max_kernels", self.max_kernels, minimum=1, allow_none=True))
+        put("cull_idle_timeout", _check_seconds("cull_idle_timeout", self.cull_idle_timeout, allow_none=True))
+        put("cull_interval", _check_seconds("cull_interval", self.cull_interval, allow_none=True))
+        _check_optional_bool("cull_connected", self.cull_connected)
+        _check_optional_bool("cull_busy", self.cull_busy)
+        _check_int("pool_size", self.pool_size, minimum=0)
+        if self.kernel_memory_limit is not None:
+            _check_int("kernel_memory_limit", self.kernel_memory_limit, minimum=0)
+            assert self.kernel_memory_limit is not None
+            if self.kernel_memory_limit < MIN_KERNEL_MEMORY_BYTES:
+                raise ValueError(
+                    f"kernel_memory_limit must be None or at least {MIN_KERNEL_MEMORY_BYTES} bytes "
+                    f"(a Python kernel needs about 100 MB to start), not {self.kernel_memory_limit!r}"
+                )
+        _check_int("restart_limit", self.restart_limit, minimum=0)
+        put("stable_uptime", _check_seconds("stable_uptime", self.stable_uptime, allow_zero=True))
+
+    @property
+    def resolved_working_dir(self) -> Path:
+        """`working_dir` as the absolute `Path` it was normalised to."""
+        assert isinstance(self.working_dir, Path)
+        return self.working_dir
+
+    @property
+    def resolved_token(self) -> str:
+        """The token, generated at construction when none was given."""
+        assert self.token is not None
+        return self.token
+
+    def gateway_app_options(self) -> dict[str, Any]:
+        """The options the gateway process itself takes (JSON-serialisable; see `kernelbox._child`)."""
+        return {
+            "log_level": self.log_level,
+            "max_kernels": self.max_kernels,
+            "cull_idle_timeout": self.cull_idle_timeout,
+            "cull_interval": self.cull_interval,
+            "cull_connected": self.cull_connected,
+            "cull_busy": self.cull_busy,
+            "pool_size": self.pool_size,
+        }
