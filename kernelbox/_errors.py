@@ -23,6 +23,10 @@ KernelboxError
 │   └── FileTransferError        an upload or download was refused or failed (has .reason)
 └── ExecutionError               user code raised (has .ename, .evalue, .traceback)
 ```
+
+Errors about a gateway or a kernel carry where they happened, so callers need not parse
+messages: `ClientError` and `ExecutionError` have ``.url`` (the gateway's base URL) and
+``.kernel_id`` (None when no kernel was involved yet).
 """
 
 from __future__ import annotations
@@ -105,7 +109,23 @@ class SandboxConfigError(SandboxError):
 
 
 class ClientError(KernelboxError):
-    """A problem talking to a gateway or a kernel."""
+    """A problem talking to a gateway or a kernel.
+
+    Attributes:
+        url: the gateway's base URL, e.g. ``"http://127.0.0.1:41231"``, when known.
+        kernel_id: the kernel's id, when one was involved.
+    """
+
+    url: str | None = None
+    kernel_id: str | None = None
+
+    def with_context(self, *, url: str | None, kernel_id: str | None) -> ClientError:
+        """Set `url` and `kernel_id` where they are not set yet; returns the error itself."""
+        if self.url is None:
+            self.url = url
+        if self.kernel_id is None:
+            self.kernel_id = kernel_id
+        return self
 
 
 class NotConnectedError(ClientError, RuntimeError):
@@ -151,12 +171,26 @@ class ExecutionError(KernelboxError):
         ename: the exception class name, e.g. ``"ZeroDivisionError"``.
         evalue: the exception message, e.g. ``"division by zero"``.
         traceback: the formatted traceback as a list of lines, ANSI colour codes removed.
+        url, kernel_id: where it ran (see `ClientError`).
     """
 
-    def __init__(self, ename: str, evalue: str, traceback: Sequence[str] = ()) -> None:
+    url: str | None = None
+    kernel_id: str | None = None
+
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        traceback: Sequence[str] = (),
+        *,
+        url: str | None = None,
+        kernel_id: str | None = None,
+    ) -> None:
         self.ename = ename
         self.evalue = evalue
         self.traceback = list(traceback)
+        self.url = url
+        self.kernel_id = kernel_id
         text = f"{ename}: {evalue}"
         if self.traceback:
             text += "\n" + "\n".join(self.traceback)
@@ -183,6 +217,3 @@ class FileTransferError(ClientError):
         self.path = path
         self.reason = reason
 
-
-# The helper module installed in the kernel. Plain Python run with `exec` in a fresh module;
-# every public function publishes its answer as one display_data message of TRANSFER_MIME.

@@ -1,8 +1,20 @@
 """Jupyter messaging protocol (v5.3) over the kernels WebSocket: building and reading messages.
 
-Pure code. The WebSocket of ``/api/kernels/{id}/channels`` carries one JSON object per frame
-with the message's ``channel`` (``shell``, ``iopub``, ``stdin``, ``control``) added; see
-https://jupyter-client.readthedocs.io/en/stable/messaging.html.
+Pure code. The WebSocket of ``/api/kernels/{id}/channels`` speaks one of two framings:
+
+- the legacy JSON protocol (no subprotocol): one JSON object per text frame, with the
+  message's ``channel`` (``shell``, ``iopub``, ``stdin``, ``control``) added;
+- ``v1.kernel.websocket.jupyter.org`` (`V1_SUBPROTOCOL`): one binary frame per message, the
+  channel name and the message's parts as the kernel sent them, so the server forwards them
+  without decoding and re-encoding each message. Layout (little-endian 64-bit integers): the
+  number of offsets ``n``, then ``n`` offsets, then the channel name (UTF-8), then the parts
+  ``header``, ``parent_header``, ``metadata``, ``content`` (JSON) and any binary buffers; the
+  channel spans ``offsets[0]`` to ``offsets[1]``, part ``i`` ``offsets[i]`` to ``offsets[i + 1]``. Source: jupyter_server
+  ``services/kernels/connection/base.py`` (``serialize_msg_to_ws_v1``,
+  ``deserialize_msg_from_ws_v1``) and the protocol's documentation,
+  https://jupyter-server.readthedocs.io/en/latest/developers/websocket-protocols.html.
+
+See https://jupyter-client.readthedocs.io/en/stable/messaging.html for the messages.
 """
 
 from __future__ import annotations
@@ -63,13 +75,65 @@ def kernel_info_request(*, session: str) -> dict[str, Any]:
     return new_message("kernel_info_request", {}, session=session)
 
 
+V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+_OFFSET_BYTES = 8
+
+
 def encode(message: dict[str, Any]) -> str:
+    """One legacy-protocol text frame for `message` (``channel`` included)."""
     return json.dumps(message, default=str)
 
 
 def decode(frame: str | bytes) -> dict[str, Any]:
-    """Parse one WebSocket frame into a message dict (``channel`` included)."""
-    return json.loads(frame)
+    """Parse one legacy-protocol WebSocket frame into a message dict (``channel`` included)."""
+    message: dict[str, Any] = json.loads(frame)
+    return message
+
+
+def encode_v1(message: dict[str, Any]) -> bytes:
+    """One `V1_SUBPROTOCOL` binary frame for `message` (its ``channel`` says where it goes)."""
+    parts = [
+        json.dumps(message[key], default=str).encode("utf-8")
+        for key in ("header", "parent_header", "metadata", "content")
+    ]
+    parts += [bytes(buffer) for buffer in message.get("buffers") or ()]
+    channel = message["channel"].encode("utf-8")
+    offsets = [_OFFSET_BYTES * (1 + 1 + len(parts) + 1)]
+    offsets.append(offsets[-1] + len(channel))
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    head = b"".join(value.to_bytes(_OFFSET_BYTES, "little") for value in (len(offsets), *offsets))
+    return b"".join((head, channel, *parts))
+
+
+def decode_v1(frame: bytes) -> dict[str, Any]:
+    """Parse one `V1_SUBPROTOCOL` binary frame into a message dict (``channel`` included).
+
+    Raises:
+        ValueError: the frame is not a well-formed v1 message.
+    """
+    view = memoryview(frame)
+    count = int.from_bytes(view[:_OFFSET_BYTES], "little")
+    if not 6 <= count <= (len(view) // _OFFSET_BYTES):
+        raise ValueError(f"not a {V1_SUBPROTOCOL} frame ({count} offsets in {len(view)} bytes)")
+    offsets = [
+        int.from_bytes(view[_OFFSET_BYTES * (i + 1) : _OFFSET_BYTES * (i + 2)], "little")
+        for i in range(count)
+    ]
+    channel = bytes(view[offsets[0] : offsets[1]]).decode("utf-8")
+    parts = [view[offsets[i] : offsets[i + 1]] for i in range(1, count - 1)]
+    if len(parts) < 4:
+        raise ValueError(f"a {V1_SUBPROTOCOL} frame needs 4 JSON parts, got {len(parts)}")
+    header, parent_header, metadata, content = (json.loads(bytes(part)) for part in parts[:4])
+    return {
+        "channel": channel,
+        "header": header,
+        "parent_header": parent_header,
+        "metadata": metadata,
+        "content": content,
+        "buffers": [bytes(part) for part in parts[4:]],
+        "msg_type": header.get("msg_type") if isinstance(header, dict) else None,
+    }
 
 
 def parent_id(message: dict[str, Any]) -> str | None:

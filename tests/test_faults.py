@@ -309,7 +309,7 @@ async def test_max_kernels_gives_a_clear_error(tmp_path: Path) -> None:
 
 async def test_idle_kernels_are_culled(tmp_path: Path) -> None:
     with anyio.fail_after(60):
-        async with KernelGateway(port=0, working_dir=tmp_path, cull_idle_timeout=1.5, cull_interval=0.5,
+        async with KernelGateway(port=0, working_dir=tmp_path, cull_idle_timeout=3.0, cull_interval=0.5,
                                  cull_connected=True) as gateway:
             async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
                                     images_dir=tmp_path) as client:

@@ -42,9 +42,9 @@ def test_split_cells_without_markers_is_one_cell() -> None:
 def test_result_text_orders_streams_and_displays(tmp_path: Path) -> None:
     builder = ResultBuilder(tmp_path)
     builder.add_stream("stdout", "a")
-    builder.add_rich("display_data", {"data": {"text/plain": "D"}})
+    builder.add_rich_and_save("display_data", {"data": {"text/plain": "D"}})
     builder.add_stream("stderr", "warn\n")
-    builder.add_rich("execute_result", {"data": {"text/plain": "R"}, "execution_count": 7})
+    builder.add_rich_and_save("execute_result", {"data": {"text/plain": "R"}, "execution_count": 7})
     result = builder.build()
     assert result.text == "a\nD\nwarn\nR"
     assert result.stdout == "a"
@@ -57,8 +57,8 @@ def test_images_are_saved_with_the_right_extension_and_never_collide(tmp_path: P
     png = base64.b64encode(b"\x89PNG fake").decode()
     builder = ResultBuilder(tmp_path / "images")
     for _ in range(3):
-        builder.add_rich("display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}})
-    builder.add_rich("display_data", {"data": {"image/svg+xml": "<svg/>"}})
+        builder.add_rich_and_save("display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}})
+    builder.add_rich_and_save("display_data", {"data": {"image/svg+xml": "<svg/>"}})
     result = builder.build()
     assert len({p.name for p in result.images}) == 4
     assert [p.suffix for p in result.images] == [".png", ".png", ".png", ".svg"]
@@ -117,3 +117,40 @@ def test_fractional_cull_seconds_reach_the_gateway_unrounded() -> None:
     argv = _config_argv(options)
     assert "--PooledKernelManager.cull_idle_timeout=0.5" in argv
     assert "--PooledKernelManager.cull_interval=0.25" in argv
+
+
+def test_output_chunks_survive_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    from kernelbox import OutputChunk, RichOutput
+
+    output = RichOutput(type="display_data", data={"text/plain": "x"}, metadata={"m": 1})
+    chunk = OutputChunk("x\n", "display_data", output)
+    for clone in (copy.copy(chunk), copy.deepcopy(chunk), pickle.loads(pickle.dumps(chunk))):
+        assert clone == "x\n" and clone.name == "display_data"
+        assert clone.output is not None and clone.output.data["text/plain"] == "x"
+
+
+def test_results_are_immutable(tmp_path: Path) -> None:
+    import dataclasses
+
+    builder = ResultBuilder(tmp_path)
+    builder.add_stream("stdout", "hi\n")
+    builder.add_rich_and_save("display_data", {"data": {"text/plain": "D"}})
+    result = builder.build()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.text = "changed"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        result.outputs[0].data["text/plain"] = "changed"  # type: ignore[index]
+    assert isinstance(result.images, tuple) and isinstance(result.outputs, tuple)
+
+
+def test_rich_output_counts_against_the_output_limit(tmp_path: Path) -> None:
+    builder = ResultBuilder(tmp_path, max_output_bytes=1000)
+    assert builder.add_rich("display_data", {"data": {"text/plain": "a" * 600}}) is not None
+    assert builder.add_rich("display_data", {"data": {"text/plain": "b" * 600}}) is None
+    assert builder.add_stream("stdout", "after") is None
+    result = builder.build()
+    assert result.truncated and result.dropped_bytes == 600 + 5
+    assert "output truncated after 1000 bytes" in (result.text or "")

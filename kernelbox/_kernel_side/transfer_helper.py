@@ -11,7 +11,7 @@ a security boundary.
 
 import base64, hashlib, os, stat
 
-VERSION = 1
+VERSION = 2
 MIME = 'application/vnd.kernelbox.transfer+json'
 MARKER = '# kernelbox file transfer\n'
 CELL_NAME = "<kernelbox-transfer>"
@@ -122,7 +122,7 @@ def commit_upload(tid, size, sha256):
         if isinstance(exc, OSError):
             _fail("os_error", "cannot write %s: %s" % (state["target"], exc))
         raise
-    _publish({"tid": tid, "path": state["target"], "size": size})
+    _publish({"tid": tid, "path": state["target"], "size": size, "base": _base()})
 
 
 def begin_download(tid, path, allow_outside, max_bytes):
@@ -144,7 +144,7 @@ def begin_download(tid, path, allow_outside, max_bytes):
         _fail("too_large", "%s is %d bytes, more than max_bytes=%d" % (target, info.st_size, max_bytes))
     _transfers[tid] = {"file": file, "target": target, "hash": hashlib.sha256(), "size": 0,
                        "max_bytes": max_bytes}
-    _publish({"tid": tid, "path": target, "size": info.st_size})
+    _publish({"tid": tid, "path": target, "size": info.st_size, "base": _base()})
 
 
 def get(tid, chunk_bytes):

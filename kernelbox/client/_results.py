@@ -1,17 +1,36 @@
 """What an execution produces: output chunks, rich outputs (MIME bundles) and the result.
 
-Pure code: `ResultBuilder` turns iopub message contents into an `ExecutionResult` and writes
-images to disk; it does no networking, so it is unit-tested without a kernel.
+Pure code. `ResultBuilder` turns iopub message contents into an `ExecutionResult` in two steps:
+`add_stream` / `add_rich` run as messages arrive (they only count and keep; the output limit
+applies here, so memory stays bounded however slowly the caller reads), and `save_images` /
+`complete_rich` run in the caller's task, where writing files belongs. No networking, so it is
+unit-tested without a kernel.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import json
+import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ChunkName",
+    "ExecutionResult",
+    "OutputChunk",
+    "ResultBuilder",
+    "RichOutput",
+    "save_images",
+    "strip_ansi",
+]
 
 ChunkName = Literal["stdout", "stderr", "execute_result", "display_data"]
 
@@ -30,8 +49,26 @@ def strip_ansi(text: str) -> str:
     return _ANSI_ESCAPE.sub("", text)
 
 
+def _text_bytes(text: str) -> int:
+    """UTF-8 size of `text`; cheap for the common all-ASCII case."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _bundle_bytes(data: Mapping[str, Any]) -> int:
+    """Approximate size of a MIME bundle as it came over the wire, in bytes."""
+    total = 0
+    for value in data.values():
+        if isinstance(value, str):
+            total += _text_bytes(value)
+        else:
+            total += len(json.dumps(value, default=str))
+    return total
+
+
 class OutputChunk(str):
     """A piece of output as it arrives: a `str`, tagged with where it came from.
+
+    Survives `copy`, `pickle` and comparison as the text it holds.
 
     Attributes:
         name: ``"stdout"`` or ``"stderr"`` for stream output; ``"execute_result"`` or
@@ -48,11 +85,14 @@ class OutputChunk(str):
         chunk.output = output
         return chunk
 
+    def __getnewargs__(self) -> tuple[str, ChunkName, RichOutput | None]:  # type: ignore[override]
+        return (str(self), self.name, self.output)
+
     def __repr__(self) -> str:
         return f"OutputChunk({str(self)!r}, name={self.name!r})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RichOutput:
     """One ``execute_result`` or ``display_data`` message: a MIME bundle and its metadata.
 
@@ -60,17 +100,26 @@ class RichOutput:
         type: ``"execute_result"`` (the value of a cell's last expression) or
             ``"display_data"`` (from ``display()``, plots, ...).
         data: the MIME bundle, MIME type to content (``str``, or a JSON value for
-            ``application/json``); binary images are base64 strings, as on the wire.
-        metadata: per-MIME-type metadata (e.g. image width and height).
+            ``application/json``); binary images are base64 strings, as on the wire. Read-only.
+        metadata: per-MIME-type metadata (e.g. image width and height). Read-only.
         images: the files this output's images were saved to.
         execution_count: the cell's execution count, for ``execute_result``.
     """
 
     type: Literal["execute_result", "display_data"]
-    data: dict[str, Any]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    images: list[Path] = field(default_factory=list)
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    images: tuple[Path, ...] = ()
     execution_count: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
+        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        object.__setattr__(self, "images", tuple(self.images))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # MappingProxyType cannot be pickled; rebuild from plain dicts.
+        return (RichOutput, (self.type, dict(self.data), dict(self.metadata), self.images, self.execution_count))
 
     def _get(self, mime: str) -> Any:
         return self.data.get(mime)
@@ -78,7 +127,8 @@ class RichOutput:
     @property
     def text(self) -> str | None:
         """``text/plain``, the plain-text form every output should have."""
-        return self._get("text/plain")
+        value = self._get("text/plain")
+        return value if isinstance(value, str) else None
 
     @property
     def html(self) -> str | None:
@@ -107,20 +157,27 @@ class RichOutput:
 
     @property
     def png(self) -> bytes | None:
-        """``image/png``, decoded bytes."""
-        value = self._get("image/png")
-        return base64.b64decode(value) if value else None
+        """``image/png``, decoded bytes (None when absent or not valid base64)."""
+        return _decoded(self._get("image/png"))
 
     @property
     def jpeg(self) -> bytes | None:
-        """``image/jpeg``, decoded bytes."""
-        value = self._get("image/jpeg")
-        return base64.b64decode(value) if value else None
+        """``image/jpeg``, decoded bytes (None when absent or not valid base64)."""
+        return _decoded(self._get("image/jpeg"))
 
 
-@dataclass
+def _decoded(value: Any) -> bytes | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
 class ExecutionResult:
-    """The outcome of one successful execution.
+    """The outcome of one successful execution (immutable).
 
     Attributes:
         text: all text output in order (stdout, stderr and the ``text/plain`` of results and
@@ -130,44 +187,79 @@ class ExecutionResult:
         stderr: everything printed to stderr, unstripped.
         outputs: every rich output (``execute_result`` / ``display_data``) in order.
         execution_count: the kernel's execution counter for this execution.
-        truncated: True when output beyond the client's output limit was dropped.
+        truncated: True when output beyond the output limit was dropped.
+        dropped_bytes: how many bytes of output (text and MIME bundles) were dropped.
+        output_errors: one readable sentence per output item that could not be kept, e.g. an
+            image whose data is not valid base64, or an ``images_dir`` that cannot be written.
+            The rest of the result is complete.
     """
 
     text: str | None
-    images: list[Path] = field(default_factory=list)
+    images: tuple[Path, ...] = ()
     stdout: str = ""
     stderr: str = ""
-    outputs: list[RichOutput] = field(default_factory=list)
+    outputs: tuple[RichOutput, ...] = ()
     execution_count: int | None = None
     truncated: bool = False
+    dropped_bytes: int = 0
+    output_errors: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", tuple(self.images))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "output_errors", tuple(self.output_errors))
 
 
-def _decode_image(mime: str, value: Any) -> bytes:
+def _image_bytes(mime: str, value: Any) -> bytes:
+    """The file content of an image in a MIME bundle.
+
+    Raises:
+        ValueError: the value is not a string, or not valid base64 for binary images.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{mime} data must be a string, not {type(value).__name__}")
     if mime == "image/svg+xml":
-        return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    if isinstance(value, str):
-        return base64.b64decode(value)
-    return bytes(value)
+        return value.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{mime} data is not valid base64 ({exc})") from None
 
 
-def save_images(data: dict[str, Any], images_dir: Path) -> list[Path]:
+def save_images(data: Mapping[str, Any], images_dir: Path) -> tuple[list[Path], list[str]]:
     """Write every image in a MIME bundle to a new, uniquely named file in `images_dir`.
 
+    Blocking file I/O: run it in a worker thread from async code.
+
     Returns:
-        The paths written, e.g. ``[images_dir / "image-3f2a….png"]``. Names come from a
-        random UUID and files are created exclusively, so they never overwrite each other.
+        ``(paths, problems)``: the files written, e.g. ``[images_dir / "image-3f2a….png"]``
+        (names from a random UUID, files created exclusively, so they never overwrite each
+        other), and one sentence per image that could not be saved (bad data, or
+        `images_dir` not writable). An image is decoded before its file is created, so bad
+        data never leaves an empty file behind.
     """
     saved: list[Path] = []
+    problems: list[str] = []
     for mime, extension in IMAGE_EXTENSIONS.items():
         value = data.get(mime)
-        if not value:
+        if value is None or value == "":
             continue
-        images_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            content = _image_bytes(mime, value)
+        except ValueError as exc:
+            problems.append(f"an image was not saved: {exc}")
+            continue
         path = images_dir / f"image-{uuid.uuid4().hex}{extension}"
-        with path.open("xb") as file:
-            file.write(_decode_image(mime, value))
+        try:
+            images_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            with os.fdopen(fd, "wb") as file:
+                file.write(content)
+        except OSError as exc:
+            problems.append(f"an image ({mime}) was not saved: cannot write in {images_dir}: {exc.strerror or exc}")
+            continue
         saved.append(path)
-    return saved
+    return saved, problems
 
 
 class ResultBuilder:
@@ -175,8 +267,9 @@ class ResultBuilder:
 
     Args:
         images_dir: where images are saved.
-        max_output_bytes: text output kept at most (UTF-8 bytes of stream text and
-            ``text/plain``); past it output is dropped and a marker is added. None: no limit.
+        max_output_bytes: output kept at most, in bytes: UTF-8 stream text, ``text/plain``
+            and every MIME bundle's data count. Past it output is dropped, counted in
+            ``dropped_bytes`` and a marker is added to the text. None: no limit.
     """
 
     TRUNCATION_MARKER = "\n[kernelbox: output truncated after {limit} bytes]\n"
@@ -187,70 +280,136 @@ class ResultBuilder:
         self._pieces: list[str] = []
         self._stdout: list[str] = []
         self._stderr: list[str] = []
-        self._outputs: list[RichOutput] = []
+        self._outputs: list[RichOutput | None] = []
+        self._slots: list[int] = []  # per rich output: its place in _pieces, kept in arrival order
         self._images: list[Path] = []
+        self._problems: list[str] = []
         self._size = 0
+        self._dropped = 0
         self._truncated = False
         self.execution_count: int | None = None
 
-    def _admit(self, text: str) -> str | None:
-        """Count `text` against the output limit; return what may be kept, or None."""
-        if self._truncated:
-            return None
+    @property
+    def truncated(self) -> bool:
+        """True once any output has been dropped."""
+        return self._truncated
+
+    def _room(self) -> float:
         if self.max_output_bytes is None:
+            return float("inf")
+        return self.max_output_bytes - self._size
+
+    def _marker(self) -> str:
+        return self.TRUNCATION_MARKER.format(limit=self.max_output_bytes)
+
+    def _admit_text(self, text: str) -> str | None:
+        """Count `text` against the limit; return what may be kept (with the marker), or None."""
+        size = _text_bytes(text)
+        if self._truncated:
+            self._dropped += size
+            return None
+        if size <= self._room():
+            self._size += size
             return text
-        encoded = text.encode("utf-8", "surrogatepass")
-        room = self.max_output_bytes - self._size
-        if len(encoded) <= room:
-            self._size += len(encoded)
-            return text
+        room = max(int(self._room()), 0)
+        kept = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+        self._dropped += size - _text_bytes(kept)
+        self._size += _text_bytes(kept)
         self._truncated = True
-        kept = encoded[: max(room, 0)].decode("utf-8", "ignore")
-        self._size = self.max_output_bytes
-        return kept + self.TRUNCATION_MARKER.format(limit=self.max_output_bytes)
+        return kept + self._marker()
 
     def add_stream(self, name: str, text: str) -> OutputChunk | None:
         """Record a ``stream`` message; return the chunk to hand to the caller, if any."""
-        kept = self._admit(text)
+        if not isinstance(text, str):
+            text = str(text)
+        kept = self._admit_text(text)
         if kept is None:
             return None
+        stream_name: ChunkName = "stderr" if name == "stderr" else "stdout"
         self._pieces.append(kept)
-        (self._stderr if name == "stderr" else self._stdout).append(kept)
-        return OutputChunk(kept, "stderr" if name == "stderr" else "stdout")
+        (self._stderr if stream_name == "stderr" else self._stdout).append(kept)
+        return OutputChunk(kept, stream_name)
 
-    def add_rich(self, msg_type: str, content: dict[str, Any]) -> OutputChunk | None:
-        """Record an ``execute_result`` or ``display_data`` message; save its images."""
-        data = dict(content.get("data") or {})
+    def add_rich(self, msg_type: str, content: Mapping[str, Any]) -> int | None:
+        """Record an ``execute_result`` or ``display_data`` message as it arrives.
+
+        Returns:
+            A handle for `complete_rich` (call it once its images are saved), or None when the
+            output was dropped by the output limit or is malformed.
+        """
+        data = content.get("data")
+        metadata = content.get("metadata")
+        if not isinstance(data, Mapping):
+            self._problems.append(f"a {msg_type} message without a MIME bundle was ignored")
+            return None
+        size = _bundle_bytes(data)
+        if self._truncated or size > self._room():
+            self._dropped += size
+            if not self._truncated:
+                self._truncated = True
+                self._pieces.append(self._marker())
+            return None
+        self._size += size
+        count = content.get("execution_count")
         output = RichOutput(
             type="execute_result" if msg_type == "execute_result" else "display_data",
             data=data,
-            metadata=dict(content.get("metadata") or {}),
-            execution_count=content.get("execution_count"),
+            metadata=metadata if isinstance(metadata, Mapping) else {},
+            execution_count=count if isinstance(count, int) else None,
         )
-        output.images = save_images(data, self.images_dir)
-        self._images.extend(output.images)
-        self._outputs.append(output)
         if output.execution_count is not None:
             self.execution_count = output.execution_count
+        self._outputs.append(output)
+        self._slots.append(len(self._pieces))
+        self._pieces.append("")  # filled by complete_rich, so text stays in arrival order
+        return len(self._outputs) - 1
+
+    def pending_output(self, handle: int) -> RichOutput:
+        """The rich output recorded under `handle` (before its images are saved)."""
+        output = self._outputs[handle]
+        assert output is not None
+        return output
+
+    def complete_rich(self, handle: int, images: list[Path], problems: list[str]) -> OutputChunk | None:
+        """Attach the saved images to a rich output; return its text chunk for the caller, if any."""
+        output = self._outputs[handle]
+        assert output is not None
+        if images:
+            output = RichOutput(
+                type=output.type, data=output.data, metadata=output.metadata,
+                images=tuple(images), execution_count=output.execution_count,
+            )
+            self._outputs[handle] = output
+            self._images.extend(images)
+        self._problems.extend(problems)
         text = output.text
         if not text:
             return None
         # A display starts on its own line and ends one, so lines never run together.
-        separated = ("\n" if self._pieces and not self._pieces[-1].endswith("\n") else "") + text
-        kept = self._admit(separated + "\n")
-        if kept is None:
+        slot = self._slots[handle]
+        before = next((piece for piece in reversed(self._pieces[:slot]) if piece), "")
+        separated = ("\n" if before and not before.endswith("\n") else "") + text + "\n"
+        self._pieces[slot] = separated
+        return OutputChunk(separated, output.type, output)
+
+    def add_rich_and_save(self, msg_type: str, content: Mapping[str, Any]) -> OutputChunk | None:
+        """`add_rich`, `save_images` and `complete_rich` in one step (blocking I/O; for tests and sync use)."""
+        handle = self.add_rich(msg_type, content)
+        if handle is None:
             return None
-        self._pieces.append(kept)
-        return OutputChunk(kept, output.type, output)
+        images, problems = save_images(self.pending_output(handle).data, self.images_dir)
+        return self.complete_rich(handle, images, problems)
 
     def build(self) -> ExecutionResult:
         text = "".join(self._pieces).strip()
         return ExecutionResult(
             text=text or None,
-            images=list(self._images),
+            images=tuple(self._images),
             stdout="".join(self._stdout),
             stderr="".join(self._stderr),
-            outputs=list(self._outputs),
+            outputs=tuple(output for output in self._outputs if output is not None),
             execution_count=self.execution_count,
             truncated=self._truncated,
+            dropped_bytes=self._dropped,
+            output_errors=tuple(self._problems),
         )

@@ -28,10 +28,12 @@ running in the kernel can of course touch whatever the kernel (and its sandbox) 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
 import math
 import os
+import posixpath
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +50,7 @@ class Executor(Protocol):
     """What a transfer needs from a client: `KernelClient.execute`."""
 
     async def execute(
-        self, code: str, timeout: float | None = ..., *, store_history: bool = ...
+        self, code: str, timeout: float | None = ..., *, store_history: bool = ..., max_output_bytes: int | None = ...
     ) -> ExecutionResult: ...
 
 
@@ -73,7 +75,7 @@ _CLEANUP_TIMEOUT_SECONDS = 10.0
 
 TRANSFER_MIME = "application/vnd.kernelbox.transfer+json"
 _HELPER_MODULE = "_kernelbox_transfer"
-_HELPER_VERSION = 1
+_HELPER_VERSION = 2
 _KERNEL_ERROR = "KernelboxTransferError"
 ALLOW_OUTSIDE_HINT = ", or pass allow_outside=True"
 # First line of every transfer cell: the helper recognises its cells by it (see _patch_cell_names).
@@ -170,9 +172,22 @@ class _Deadline:
         return max(self._end - anyio.current_time(), 0.001)
 
 
-async def _run(client: Executor, code: str, deadline: _Deadline, path: str) -> ExecutionResult:
+def _output_limit(chunk_bytes: int) -> int:
+    """Bytes one transfer execution may answer with: a base64 chunk plus its JSON envelope.
+
+    Anything more (a kernel that replaced the helper and floods) is dropped by the client's
+    output limit, so the transfer then fails as damaged instead of filling memory.
+    """
+    return 2 * (4 * -(-chunk_bytes // 3)) + 64 * 1024
+
+
+async def _run(
+    client: Executor, code: str, deadline: _Deadline, path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> ExecutionResult:
     try:
-        return await client.execute(code, timeout=deadline.remaining(), store_history=False)
+        return await client.execute(
+            code, timeout=deadline.remaining(), store_history=False, max_output_bytes=_output_limit(chunk_bytes)
+        )
     except ExecutionError as exc:
         raise _translate(exc, path) from exc
 
@@ -268,7 +283,7 @@ async def upload(
         # data cells that follow already get the helper's cheap cell name.
         started = True
         begin = build_cell(_call("begin_upload", tid, kernel_path, bool(allow_outside)), install=True)
-        await _run(client, begin, deadline, kernel_path)
+        await _run(client, begin, deadline, kernel_path, chunk_bytes)
         chunk = next(chunks, None)
         while True:
             calls = []
@@ -282,9 +297,9 @@ async def upload(
                 chunk = next(chunks, None)
             if chunk is None:  # the last chunk and the commit share one execution
                 calls.append(_call("commit_upload", tid, sent, digest.hexdigest()))
-                result = await _run(client, build_cell(*calls), deadline, kernel_path)
+                result = await _run(client, build_cell(*calls), deadline, kernel_path, chunk_bytes)
                 break
-            await _run(client, build_cell(*calls), deadline, kernel_path)
+            await _run(client, build_cell(*calls), deadline, kernel_path, chunk_bytes)
         finished = True
     except FileTransferError as exc:
         # The helper removes its own partial file when it refuses or fails in the kernel.
@@ -301,7 +316,11 @@ async def upload(
     if not answers:
         raise FileTransferError(f"the kernel did not confirm the upload of {kernel_path!r}",
                                 path=kernel_path, reason="integrity")
-    return str(answers[-1]["path"])
+    written = _reported_path(answers[-1], kernel_path, allow_outside)
+    if answers[-1].get("size") != sent:
+        raise FileTransferError(f"the kernel confirmed {answers[-1].get('size')!r} bytes for {kernel_path!r}, "
+                                f"not the {sent} sent", path=kernel_path, reason="integrity")
+    return written
 
 
 async def download(
@@ -342,6 +361,7 @@ async def download(
     tid = uuid.uuid4().hex
     pieces: list[bytes] = []
     digest = hashlib.sha256()
+    received = 0
     finished = False
     try:
         calls = [
@@ -350,14 +370,26 @@ async def download(
         ]
         install = True
         while not finished:
-            result = await _run(client, build_cell(*calls, install=install), deadline, kernel_path)
+            result = await _run(client, build_cell(*calls, install=install), deadline, kernel_path, chunk_bytes)
             install = False
-            answers = [a for a in _transfer_payloads(result, tid) if "data" in a]
+            payloads = _transfer_payloads(result, tid)
+            for begin in (a for a in payloads if "data" not in a):
+                _reported_path(begin, kernel_path, allow_outside)
+                if max_bytes is not None and (not isinstance(begin.get("size"), int) or begin["size"] > max_bytes):
+                    raise FileTransferError(f"{kernel_path!r} is {begin.get('size')!r} bytes, more than "
+                                            f"max_bytes={max_bytes}", path=kernel_path, reason="too_large")
+            answers = [a for a in payloads if "data" in a]
             if not answers:
                 raise FileTransferError(f"the kernel sent no data for {kernel_path!r}",
                                         path=kernel_path, reason="integrity")
             for answer in answers:
-                chunk = base64.b64decode(answer["data"])
+                chunk = _decode_chunk(answer.get("data"), kernel_path)
+                received += len(chunk)
+                if len(chunk) > chunk_bytes or (max_bytes is not None and received > max_bytes):
+                    # Checked here, not only in the kernel: kernel code can replace the helper.
+                    raise FileTransferError(
+                        f"the kernel sent more of {kernel_path!r} than asked for ({received} bytes so far, "
+                        f"max_bytes={max_bytes}, chunk_bytes={chunk_bytes})", path=kernel_path, reason="too_large")
                 digest.update(chunk)
                 pieces.append(chunk)
                 if answer.get("eof"):
@@ -366,16 +398,50 @@ async def download(
                         raise FileTransferError(f"{kernel_path!r} arrived damaged (checksum mismatch)",
                                                 path=kernel_path, reason="integrity")
             calls = [_call("get", tid, chunk_bytes)]
-    except FileTransferError:
-        finished = True  # refused or failed in the kernel, which has already let the file go
+    except FileTransferError as exc:
+        # Refused or failed in the kernel, which has already let the file go; a refusal made
+        # here (too much data) still has the kernel's side to abort.
+        finished = exc.reason != "too_large" or received == 0
         raise
     finally:
         if not finished:
             await _abort(client, tid)
     data = b"".join(pieces)
     if dest is not None:
-        _write_local(Path(dest), data, kernel_path)
+        await anyio.to_thread.run_sync(_write_local, Path(dest), data, kernel_path)
     return data
+
+
+def _decode_chunk(data: object, kernel_path: str) -> bytes:
+    if not isinstance(data, str):
+        raise FileTransferError(f"the kernel sent a malformed chunk of {kernel_path!r}", path=kernel_path,
+                                reason="integrity")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FileTransferError(f"the kernel sent a chunk of {kernel_path!r} that is not base64",
+                                path=kernel_path, reason="integrity") from exc
+
+
+def _reported_path(answer: dict[str, Any], kernel_path: str, allow_outside: bool) -> str:
+    """The path the kernel reports, checked against the working directory it reports.
+
+    The kernel resolves paths (it alone sees its filesystem); the client re-checks the answer,
+    so a kernel whose helper was replaced cannot report a path outside without it being
+    noticed. Kernel code can still read or write anything its sandbox allows; this rule guards
+    the agent's choice of path, not the kernel's own reach (README, "Threat model").
+    """
+    path, base = answer.get("path"), answer.get("base")
+    if not isinstance(path, str) or not isinstance(base, str) or not posixpath.isabs(path):
+        raise FileTransferError(f"the kernel answered with a malformed path for {kernel_path!r}",
+                                path=kernel_path, reason="integrity")
+    if not allow_outside:
+        normal, root = posixpath.normpath(path), posixpath.normpath(base)
+        if posixpath.commonpath([root, normal]) != root:
+            raise FileTransferError(
+                f"the kernel reports {kernel_path!r} at {path}, outside its working directory {base}"
+                f"{ALLOW_OUTSIDE_HINT}", path=kernel_path, reason="outside")
+    return path
 
 
 def _write_local(dest: Path, data: bytes, kernel_path: str) -> None:

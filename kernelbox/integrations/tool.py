@@ -15,7 +15,6 @@ correct itself; problems with the kernel itself (it died, the gateway is gone) a
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,16 +103,12 @@ async def run_code(
     printed: list[str] = []
     result: ExecutionResult | None = None
     try:
-        # Consume the stream to its end (and close it in any case): an abandoned stream() keeps
-        # the client's execution lock until the generator is finalised.
-        async with contextlib.aclosing(client.stream(code, timeout=timeout)) as items:
-            async for item in items:
-                if isinstance(item, ExecutionResult):
-                    result = item
-                    continue
-                printed.append(item)
+        async with client.stream(code, timeout=timeout) as run:
+            async for chunk in run:
+                printed.append(chunk)
                 if on_output is not None:
-                    on_output(item)
+                    on_output(chunk)
+        result = run.result
     except (ExecutionError, ExecutionTimeoutError) as exc:
         before = "".join(printed).rstrip()
         return CodeOutcome(text=(before + "\n\n" if before else "") + str(exc), ok=False, error=exc)
