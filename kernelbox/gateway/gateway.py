@@ -395,7 +395,7 @@ class KernelGateway:
                      "--memory-limit", str(self.kernel_memory_limit), "-f", "{connection_file}"],
             "display_name": "Python 3 (kernelbox, memory-limited)",
             "language": "python",
-            "metadata": {"debugger": True},
+            "metadata": {"debugger": True, "supported_encryption": ["curve"]},
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
         return data_dir
