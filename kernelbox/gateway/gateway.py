@@ -158,6 +158,9 @@ class KernelGateway:
         stable_uptime: seconds a gateway must stay up for the consecutive-restart count to
             start again from zero.
         on_restart: called with a `GatewayRestart` after each successful restart.
+        listen_socket: an already-listening TCP socket to serve on instead of binding
+            `host` and `port` (e.g. one passed by systemd socket activation). The gateway
+            does not close it on `stop()`; it stays the caller's.
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or an invalid value.
@@ -187,7 +190,12 @@ class KernelGateway:
         restart_limit: int = 5,
         stable_uptime: float = 30.0,
         on_restart: Callable[[GatewayRestart], object] | None = None,
+        listen_socket: socket.socket | None = None,
     ) -> None:
+        if listen_socket is not None:
+            if not isinstance(listen_socket, socket.socket) or listen_socket.type != socket.SOCK_STREAM:
+                raise TypeError("listen_socket must be a listening TCP socket.socket")
+            host, port = listen_socket.getsockname()[:2]
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, not {type(host).__name__}")
         if isinstance(port, bool) or not isinstance(port, int):
@@ -231,6 +239,7 @@ class KernelGateway:
         self.restart_limit = restart_limit
         self.stable_uptime = float(stable_uptime)
         self._on_restart = on_restart
+        self._listen_socket = listen_socket
         self._gateway_config: dict[str, Any] = {
             "log_level": self.log_level,
             "max_kernels": max_kernels,
@@ -357,7 +366,10 @@ class KernelGateway:
 
     def _prepare_launch(self) -> None:
         """Bind the socket and build the command and environment every (re)start uses."""
-        self._socket = _bind_listening_socket(self._requested_host, self._requested_port)
+        if self._listen_socket is not None:
+            self._socket = self._listen_socket
+        else:
+            self._socket = _bind_listening_socket(self._requested_host, self._requested_port)
         self._state_dir = Path(tempfile.mkdtemp(prefix="kernelbox-gateway-"))
         runtime_dir = self._state_dir / "runtime"
         runtime_dir.mkdir()
@@ -604,7 +616,8 @@ class KernelGateway:
             for process in processes:
                 await process.aclose()
         if self._socket is not None:
-            self._socket.close()
+            if self._socket is not self._listen_socket:
+                self._socket.close()
             self._socket = None
         if self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
