@@ -1,4 +1,4 @@
-"""The ``kernelbox`` command: ``serve``, ``run`` and ``doctor``.
+"""The ``kernelbox`` command: ``serve``, ``run``, ``mcp``, ``doctor`` and ``sandbox install``.
 
 Only the CLI installs signal handlers (through anyio's signal receiver, which restores the
 previous handlers on exit); the library never does.
@@ -85,7 +85,18 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="seconds each cell may run (default 600)")
     add_gateway_arguments(run, default_log_level="WARNING")
 
-    commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
+    doctor = commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
+    doctor.add_argument("--fix", action="store_true",
+                        help="first install the pinned srt for this user (kernelbox sandbox install)")
+
+    sandbox = commands.add_parser("sandbox", help="set up the OS sandbox")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    install = sandbox_commands.add_parser(
+        "install",
+        help="install the pinned srt into this user's data directory; print the command for "
+             "system packages that need root",
+    )
+    install.add_argument("--force", action="store_true", help="reinstall even when present")
 
     add_mcp_parser(commands)
     return parser
@@ -206,7 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         from ._doctor import doctor
 
+        if args.fix:
+            from ._sandbox import sandbox_install
+
+            sandbox_install()
+            print(flush=True)
         return doctor()
+    if args.command == "sandbox":
+        from ._sandbox import sandbox_install
+
+        return sandbox_install(force=args.force)
     if args.command == "mcp":
         from ..mcp import run  # imports the optional mcp SDK only now
 

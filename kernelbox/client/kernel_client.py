@@ -14,7 +14,7 @@ import math
 import os
 import ssl
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,7 @@ from .._errors import (
     KernelStartError,
     NotConnectedError,
 )
+from . import _kernel_setup
 from ._results import ExecutionResult, OutputChunk, ResultBuilder, strip_ansi
 from .._tasks import BackgroundTask
 
@@ -142,7 +143,20 @@ class KernelClient:
             path, or an `ssl.SSLContext`.
         max_output_bytes: text output kept per execution (UTF-8 bytes); beyond it output is
             dropped and a visible marker added. None: no limit.
+        working_dir: the kernel's working directory (a path on the kernel's machine): the
+            kernel enters it when started or restarted, file transfer resolves paths against
+            it, and after a cell that left it (``os.chdir``, ``%cd``) it is restored, with the
+            notice ``[kernelbox] cwd reset to <path>`` in that cell's output. None: the
+            directory the gateway starts kernels in, and cells may change it.
+        kernel_init_timeout: seconds `connect()` waits for a new kernel to answer and be set
+            up, after the gateway created it.
+        kernel_env: ``KERNEL_*`` variables sent with the kernel's creation request
+            (``POST /api/kernels``); Kernel Gateway and Enterprise Gateway pass these to the
+            kernel (Enterprise Gateway also reads some itself, e.g. ``KERNEL_USERNAME``,
+            ``KERNEL_NAMESPACE``).
     """
+
+    cwd_reset_notice = _kernel_setup.CWD_RESET_NOTICE
 
     def __init__(
         self,
@@ -156,7 +170,12 @@ class KernelClient:
         base_url: str | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES,
+        working_dir: str | os.PathLike[str] | None = None,
+        kernel_init_timeout: float = KERNEL_READY_TIMEOUT_SECONDS,
+        kernel_env: Mapping[str, str] | None = None,
     ) -> None:
+        if kernel_init_timeout <= 0:
+            raise ValueError(f"kernel_init_timeout must be positive seconds, not {kernel_init_timeout}")
         if base_url is None:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
                 raise ValueError(f"port must be an int between 1 and 65535, not {port!r}")
@@ -175,6 +194,9 @@ class KernelClient:
         self.kernel_name = kernel_name
         self.verify = verify
         self.max_output_bytes = max_output_bytes
+        self.working_dir = os.fspath(working_dir) if working_dir is not None else None
+        self.kernel_init_timeout = float(kernel_init_timeout)
+        self.kernel_env = _kernel_setup.validate_kernel_env(kernel_env)
         self._trust_env = not is_loopback_host(parts.hostname)
 
         self._kernel_id: str | None = None
@@ -246,12 +268,15 @@ class KernelClient:
 
     # -- connect / disconnect ------------------------------------------------------------
 
-    async def connect(self, retries: int = 10, retry_interval: float = 1.0) -> None:
+    async def connect(
+        self, retries: int = 10, retry_interval: float = 1.0, kernel_init_timeout: float | None = None
+    ) -> None:
         """Create a kernel and wait until it answers ``kernel_info``.
 
         Args:
             retries: how many more times to try when nothing answers at the URL.
             retry_interval: seconds between those tries.
+            kernel_init_timeout: overrides the client's `kernel_init_timeout` for this call.
 
         Raises:
             RuntimeError: the client is already connected.
@@ -280,7 +305,7 @@ class KernelClient:
             await self._open_channels(stack, kernel_id)
             self._stack = stack
             self._kernel_id = kernel_id
-            await self._wait_kernel_ready()
+            await self._wait_kernel_ready(kernel_init_timeout)
         except BaseException:
             self._stack = stack
             await self.disconnect()
@@ -379,7 +404,8 @@ class KernelClient:
         attempt = 0
         while True:
             try:
-                response = await self._request("POST", "/api/kernels", json={"name": self.kernel_name})
+                body = _kernel_setup.kernel_request(self.kernel_name, self.kernel_env)
+                response = await self._request("POST", "/api/kernels", json=body)
                 break
             except GatewayConnectionError as exc:
                 if attempt >= retries:
@@ -569,19 +595,33 @@ class KernelClient:
         except (HTTPXWSException, httpx.HTTPError) as exc:
             raise GatewayConnectionError(f"could not send to the kernel: {exc!r}") from exc
 
-    async def _wait_kernel_ready(self) -> None:
-        request = _protocol.kernel_info_request(session=self._session_id)
-        with self._register(request["header"]["msg_id"]) as replies:
+    async def _wait_kernel_ready(self, timeout: float | None = None) -> None:
+        """Wait for ``kernel_info_reply``, then enter `working_dir`; within the init timeout."""
+        timeout = self.kernel_init_timeout if timeout is None else timeout
+        with anyio.move_on_after(timeout):
+            await self._request_reply(_protocol.kernel_info_request(session=self._session_id))
+            if self.working_dir is not None:
+                code = _kernel_setup.working_dir_cell(self.working_dir, self.cwd_reset_notice)
+                request = _protocol.execute_request(code, session=self._session_id, store_history=False)
+                reply = (await self._request_reply(request)).get("content") or {}
+                if reply.get("status") != "ok":
+                    raise KernelStartError(
+                        f"the kernel could not enter its working_dir {self.working_dir!r}: "
+                        f"{reply.get('ename', 'Error')}: {reply.get('evalue', '')}"
+                    )
+            return
+        raise KernelStartError(f"the kernel did not answer and start within {timeout:g} seconds")
+
+    async def _request_reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a shell request and return its ``*_reply`` message."""
+        with self._register(request["header"]["msg_id"]) as messages:
             await self._send(request)
-            with anyio.move_on_after(KERNEL_READY_TIMEOUT_SECONDS):
-                async for message in replies:
-                    if isinstance(message, _Closed):
-                        raise message.error
-                    if message["header"]["msg_type"] == "kernel_info_reply":
-                        return
-        raise KernelStartError(
-            f"the kernel did not answer kernel_info within {KERNEL_READY_TIMEOUT_SECONDS:g} seconds"
-        )
+            async for message in messages:
+                if isinstance(message, _Closed):
+                    raise message.error
+                if message.get("channel") == "shell" and message["header"]["msg_type"].endswith("_reply"):
+                    return message
+        raise GatewayConnectionError("the kernel WebSocket closed")
 
     async def execute(
         self, code: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS, *, store_history: bool = True
