@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench doctor sandbox-prereqs enterprise-gateway clean
+.PHONY: demo test unit-test wheel-smoke peer-test bench doctor sandbox-prereqs enterprise-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,22 @@ enterprise-gateway:
 demo: $(STAMP) sandbox-prereqs
 	bash scripts/demo.sh
 
-# The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback).
-test: $(STAMP) sandbox-prereqs enterprise-gateway
+# The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback), then
+# the packaging smoke test. (`make peer-test` runs the peer's own tests; it needs the peer's
+# test files, which its package does not ship: see tests/peer/README.md.)
+test: unit-test wheel-smoke
+
+unit-test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
+
+# Build the wheel and sdist, install the wheel alone into a fresh venv outside the checkout,
+# and reach a sandboxed print(1) with the documented commands.
+wheel-smoke: $(STAMP) sandbox-prereqs
+	PYTHON=$(PYTHON) bash scripts/wheel-smoke.sh
+
+# ipybox 0.9.2's own kernel-manager integration tests, unmodified, against kernelbox.
+peer-test: $(STAMP)
+	$(BIN)/python scripts/peer_tests.py
 
 # The benchmark suite: kernelbox (plain and sandboxed) vs direct ZMQ and ipybox, interleaved.
 bench: $(STAMP) sandbox-prereqs
@@ -38,4 +51,4 @@ doctor: $(STAMP)
 	$(BIN)/kernelbox doctor
 
 clean:
-	rm -rf $(VENV) .tools images .pytest_cache
+	rm -rf $(VENV) .tools .cache images .pytest_cache

@@ -331,13 +331,42 @@ def make_executable(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def no_srt_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty PATH directory, no $KERNELBOX_SRT, no project-local install."""
+    """An empty PATH directory, no $KERNELBOX_SRT, no checkout or per-user install."""
     empty = tmp_path / "empty-path"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.delenv("KERNELBOX_SRT", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setattr(_locate, "_LOCAL_SRT", tmp_path / "no-local-srt")
     return empty
+
+
+def test_the_per_user_install_comes_after_the_checkout_and_before_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_srt_anywhere: Path
+) -> None:
+    on_path = make_executable(no_srt_anywhere / "srt", "#!/bin/sh\n")
+    user = _locate.user_srt_path()
+    assert user.is_relative_to(tmp_path / "data" / "kernelbox" / "srt")
+    user.parent.mkdir(parents=True)
+    make_executable(user, "#!/bin/sh\n")
+    assert find_srt() == [str(user.resolve())]
+    local = make_executable(tmp_path / "srt-local", "#!/bin/sh\n")
+    monkeypatch.setattr(_locate, "_LOCAL_SRT", local)
+    assert find_srt() == [str(local.resolve())]
+    monkeypatch.setattr(_locate, "_LOCAL_SRT", tmp_path / "no-local-srt")
+    user.unlink()
+    assert find_srt() == [str(on_path.resolve())]
+
+
+def test_system_package_commands_per_platform() -> None:
+    from kernelbox.sandbox._install import system_package_command
+
+    missing = ["bwrap", "rg", "node"]
+    assert system_package_command(missing, "apt-get") == "sudo apt-get install -y bubblewrap nodejs ripgrep"
+    assert system_package_command(missing, "dnf") == "sudo dnf install -y bubblewrap nodejs ripgrep"
+    assert system_package_command(missing, "pacman") == "sudo pacman -S --needed bubblewrap nodejs ripgrep"
+    assert system_package_command(missing, "brew") == "brew install node ripgrep"
+    assert system_package_command([], "apt-get") is None
 
 
 def test_explicit_path_wins_over_the_environment(
@@ -402,7 +431,7 @@ def test_no_srt_anywhere_says_where_it_looked_and_how_to_install(no_srt_anywhere
     message = str(info.value)
     assert "KERNELBOX_SRT" in message
     assert "`srt` on PATH" in message
-    assert "npm install -g @anthropic-ai/sandbox-runtime@0.0.83" in message
+    assert "`kernelbox sandbox install`" in message and "@anthropic-ai/sandbox-runtime@0.0.83" in message
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux prerequisites")

@@ -22,7 +22,9 @@ Gateway removes it from kernel environments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -38,13 +40,19 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from kernel_gateway.gatewayapp import KernelGatewayApp
-from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
+from kernel_gateway.services.kernels.manager import (
+    KernelGatewayIOLoopKernelManager,
+    SeedingMappingKernelManager,
+)
 from tornado import httpserver
 from jupyter_server._tz import utcnow
-from traitlets import Float, Integer
+from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+from traitlets import Float, Integer, default
 
 KERNEL_POLL_SECONDS = 0.5
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
+# How long a shutdown request waits for a restart under way to finish.
+RESTART_SETTLE_SECONDS = 10.0
 
 # Variables the gateway process needs but kernels must not see.
 _PRIVATE_ENV = ("KG_AUTH_TOKEN",)
@@ -110,6 +118,10 @@ class PooledKernelManager(SeedingMappingKernelManager):
         self._filling = 0
         self._fill_tasks: set[asyncio.Task[None]] = set()
 
+    @default("kernel_manager_class")
+    def _kernel_manager_class_default(self) -> str:
+        return "kernelbox._child.gateway_app.SettlingKernelManager"
+
     def _poolable(self, kwargs: dict[str, Any]) -> bool:
         name = kwargs.get("kernel_name") or self.default_kernel_name
         return (
@@ -168,6 +180,45 @@ class PooledKernelManager(SeedingMappingKernelManager):
         if kernel_id not in self._pool_ids:
             await super().cull_kernel_if_idle(kernel_id)
 
+    async def shutdown_kernel(self, kernel_id: str, now: bool = False, restart: bool = False) -> None:
+        # A kernel that died is restarted by its KernelRestarter. Shutting it down meanwhile
+        # fails in jupyter_client with InvalidStateError ("Exception is not set": its
+        # ``ready`` future is pending), an HTTP 500 for a client's reset(); or it interrupts
+        # the new kernel while it imports. So wait (bounded) for the restart to finish.
+        manager = self._kernels.get(kernel_id)
+        restarted = getattr(manager, "restart_finished", None)
+        if restarted is not None and not restarted.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(restarted.wait(), RESTART_SETTLE_SECONDS)
+        await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+
+
+class SettlingKernelManager(KernelGatewayIOLoopKernelManager):
+    """A kernel's manager that tells when a restart (automatic or requested) has finished.
+
+    Finished means the new kernel answers ``kernel_info``: a shutdown sent earlier would
+    interrupt it while it still imports, and it would die printing a traceback.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.restart_finished = asyncio.Event()
+        self.restart_finished.set()
+
+    async def restart_kernel(self, now: bool = False, newports: bool = False, **kw: Any) -> None:
+        self.restart_finished.clear()
+        try:
+            await super().restart_kernel(now=now, newports=newports, **kw)
+            client = self.client()
+            client.start_channels()
+            try:
+                with contextlib.suppress(RuntimeError):  # did not come up: the restarter acts
+                    await client.wait_for_ready(timeout=RESTART_SETTLE_SECONDS)
+            finally:
+                client.stop_channels()
+        finally:
+            self.restart_finished.set()
+
 
 class SocketActivatedGatewayApp(KernelGatewayApp):
     """`KernelGatewayApp` that serves on an already-listening socket instead of binding one."""
@@ -186,6 +237,38 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
         # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
         super().init_signal()
         signal.signal(signal.SIGINT, self._signal_stop)
+
+
+class _JupyterPingMismatchFilter(logging.Filter):
+    """Drop Tornado's warning about jupyter_server's WebSocket ping settings.
+
+    jupyter_server's ``WebSocketMixin`` defines ``ping_interval``/``ping_timeout`` in
+    milliseconds (30000/90000) and pings on its own schedule; Tornado >= 6.5 reads the same
+    property names as seconds and warns that the timeout exceeds the interval on the first
+    connection. The warning is false here: Jupyter's own pinging is what runs, and Tornado's
+    would only fire after 30000 seconds. Keeping the two equal instead makes Jupyter close
+    healthy connections whose pong lands a little late.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "websocket_ping_timeout" not in record.getMessage()
+
+
+def _kernel_transport_encryption() -> str | None:
+    """``"auto"`` when this stack can encrypt kernel channels with CurveZMQ, else None.
+
+    With it, jupyter_client gives kernels that declare ``supported_encryption: ["curve"]``
+    (ipykernel >= 7) Curve keys, so ZMQ traffic on the loopback is encrypted and ipykernel
+    does not warn "Kernel is running over TCP without encryption" on every start. IPC
+    transport is no alternative: seccomp in the sandbox refuses ``socket(AF_UNIX)``.
+    """
+    try:
+        import zmq
+    except ImportError:  # pragma: no cover - pyzmq comes with jupyter_client
+        return None
+    if "transport_encryption" not in MappingKernelManager.class_trait_names() or not zmq.has("curve"):
+        return None
+    return "auto"
 
 
 def _adopt_stdin_socket() -> socket.socket:
@@ -229,6 +312,9 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         "--KernelGatewayApp.kernel_manager_class=kernelbox._child.gateway_app.PooledKernelManager",
         f"--PooledKernelManager.pool_size={int(config.get('pool_size') or 0)}",
     ]
+    encryption = _kernel_transport_encryption()
+    if encryption is not None:
+        argv.append(f"--MappingKernelManager.transport_encryption={encryption}")
     if config.get("max_kernels") is not None:
         argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")
     for name in ("cull_idle_timeout", "cull_interval"):
@@ -245,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     config: dict[str, Any] = json.loads(args[0]) if args else {}
     sock = _adopt_stdin_socket()
+    logging.getLogger("tornado.general").addFilter(_JupyterPingMismatchFilter())
 
     kernel_env_names = sorted(name for name in os.environ if name not in _PRIVATE_ENV)
     app = SocketActivatedGatewayApp()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from .._errors import SandboxError
+from ..sandbox._install import system_package_command
 from ..sandbox import (
     SRT_PACKAGE,
     SRT_VERSION,
@@ -41,7 +42,6 @@ Status = Literal["OK", "WARN", "FAIL"]
 _COMMAND_TIMEOUT_SECONDS = 30.0
 _VERIFIED_NODE_MAJOR = 20  # srt 0.0.83 declares >= 22; verified on 20 (DESIGN.md)
 _MIN_NODE_VERSION = (18, 20)  # srt's `import ... with { type: 'json' }` needs 18.20+
-_DEBIAN_FIX = "apt-get install {package} (or: bash scripts/install-sandbox-prereqs.sh)"
 
 # Run inside the sandbox by the end-to-end check. It prints one JSON object.
 _PROBE = r"""
@@ -145,12 +145,12 @@ def _macos_checks() -> Iterator[Check]:
         yield Check("sandbox-exec", "OK", f"{found} (Seatbelt)")
     else:
         yield Check("sandbox-exec", "FAIL", "not found", "it ships with macOS; check /usr/bin")
-    yield _tool_check("rg", "ripgrep", ["--version"], fix="brew install ripgrep")
+    yield _tool_check("rg", "ripgrep", ["--version"])
 
 
 def _tool_check(tool: str, package: str, version_args: list[str], fix: str = "") -> Check:
     path = shutil.which(tool)
-    fix = fix or _DEBIAN_FIX.format(package=package)
+    fix = fix or f"as root: {system_package_command([tool]) or package}"
     if path is None:
         return Check(tool, "FAIL", "not found on PATH", fix)
     version = _first_line([path, *version_args])
@@ -188,8 +188,8 @@ def _srt_check() -> tuple[Check, list[str] | None]:
 
 def _srt_fix() -> str:
     return (
-        f"bash scripts/install-sandbox-prereqs.sh (in a kernelbox checkout), or "
-        f"npm install -g {SRT_PACKAGE}@{SRT_VERSION}"
+        f"kernelbox sandbox install (or kernelbox doctor --fix) installs {SRT_PACKAGE}@{SRT_VERSION} "
+        f"for this user"
     )
 
 

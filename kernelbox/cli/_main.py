@@ -1,4 +1,4 @@
-"""The ``kernelbox`` command: ``serve``, ``run`` and ``doctor``.
+"""The ``kernelbox`` command: ``serve``, ``run``, ``mcp``, ``doctor`` and ``sandbox install``.
 
 Only the CLI installs signal handlers (through anyio's signal receiver, which restores the
 previous handlers on exit); the library never does.
@@ -7,15 +7,19 @@ previous handlers on exit); the library never does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
+from . import _systemd
 from ._cells import split_cells
 from ..client.kernel_client import KernelClient
 from .._connection_file import published
@@ -28,7 +32,13 @@ from ..client._results import ExecutionResult, OutputChunk
 logger = logging.getLogger("kernelbox.cli")
 
 
-def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", port: int = 0) -> KernelGateway:
+def _gateway_from_args(
+    args: argparse.Namespace,
+    *,
+    host: str = "localhost",
+    port: int = 0,
+    **extra: Any,
+) -> KernelGateway:
     return KernelGateway(
         host=host,
         port=port,
@@ -41,6 +51,7 @@ def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", por
         max_kernels=getattr(args, "max_kernels", None),
         cull_idle_timeout=getattr(args, "cull_idle_timeout", None),
         kernel_memory_limit=getattr(args, "kernel_memory_limit", None),
+        **extra,
     )
 
 
@@ -74,33 +85,82 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="seconds each cell may run (default 600)")
     add_gateway_arguments(run, default_log_level="WARNING")
 
-    commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
+    doctor = commands.add_parser("doctor", help="check the sandbox prerequisites and print fixes")
+    doctor.add_argument("--fix", action="store_true",
+                        help="first install the pinned srt for this user (kernelbox sandbox install)")
+
+    sandbox = commands.add_parser("sandbox", help="set up the OS sandbox")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    install = sandbox_commands.add_parser(
+        "install",
+        help="install the pinned srt into this user's data directory; print the command for "
+             "system packages that need root",
+    )
+    install.add_argument("--force", action="store_true", help="reinstall even when present")
 
     add_mcp_parser(commands)
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    gateway = _gateway_from_args(args, host=args.host, port=args.port)
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with gateway, published(args.connection_file, gateway):
-            if args.json:
-                print(json.dumps({"url": gateway.url, "token": gateway.token, "pid": gateway.pid}), flush=True)
-            else:
-                print(f"kernelbox gateway running at {gateway.url}", flush=True)
-                print(f"token: {gateway.token}", flush=True)
-            async with anyio.create_task_group() as tg:
+    # systemd: a socket passed by socket activation, readiness and status, a watchdog. All are
+    # read (and removed from the environment, so the gateway and kernels do not see them)
+    # before anything starts; without systemd, none is set and nothing changes.
+    sockets = _systemd.listen_sockets()
+    if len(sockets) > 1:
+        raise ValueError(f"systemd passed {len(sockets)} sockets; kernelbox serve listens on one")
+    watchdog_seconds = _systemd.watchdog_interval_seconds()
+    with contextlib.ExitStack() as owned, _systemd.Notifier.from_environment() as notifier:
+        for sock in sockets:
+            owned.enter_context(sock)
+        extra: dict[str, Any] = {}
+        if sockets:
+            extra["listen_socket"] = sockets[0]
+            logger.info("Using the socket passed by systemd (%s); --host and --port are ignored",
+                        _format_address(sockets[0]))
+        if notifier.enabled:
+            extra["on_restart"] = lambda event: notifier.notify(
+                STATUS=f"Serving kernels; gateway restarted (restart {event.count}, pid {event.pid})"
+            )
+        gateway = _gateway_from_args(args, host=args.host, port=args.port, **extra)
+        notifier.notify(STATUS="Starting the gateway")
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with gateway, published(args.connection_file, gateway):
+                if args.json:
+                    print(json.dumps({"url": gateway.url, "token": gateway.token, "pid": gateway.pid}), flush=True)
+                else:
+                    print(f"kernelbox gateway running at {gateway.url}", flush=True)
+                    print(f"token: {gateway.token}", flush=True)
+                notifier.notify(READY=1, STATUS=f"Serving kernels at {gateway.url}")
+                async with anyio.create_task_group() as tg:
 
-                async def stop_on_signal() -> None:
-                    async for signum in signals:
-                        logger.info("Received %s; stopping", signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
-                        return
+                    async def stop_on_signal() -> None:
+                        async for signum in signals:
+                            logger.info("Received %s; stopping", signal.Signals(signum).name)
+                            notifier.notify(STOPPING=1, STATUS="Stopping the gateway and its kernels")
+                            tg.cancel_scope.cancel()
+                            return
 
-                tg.start_soon(stop_on_signal)
-                await gateway.join()
-                tg.cancel_scope.cancel()
+                    async def keep_watchdog_fed(interval: float) -> None:
+                        while True:
+                            if gateway.state in ("running", "restarting"):
+                                notifier.notify(WATCHDOG=1)
+                            await anyio.sleep(interval)  # a period, not a readiness signal
+
+                    tg.start_soon(stop_on_signal)
+                    if watchdog_seconds is not None and notifier.enabled:
+                        tg.start_soon(keep_watchdog_fed, watchdog_seconds)
+                    try:
+                        await gateway.join()
+                    finally:
+                        notifier.notify(STOPPING=1, STATUS="Stopping the gateway and its kernels")
+                    tg.cancel_scope.cancel()
     return 0
+
+
+def _format_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _print_chunk(chunk: OutputChunk) -> None:
@@ -141,15 +201,32 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(level: int) -> None:
+    handler = logging.StreamHandler()
+    if _systemd.stderr_is_journal():
+        handler.setFormatter(_systemd.JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(logging.INFO if args.command == "serve" else logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     if args.command == "doctor":
         from ._doctor import doctor
 
+        if args.fix:
+            from ._sandbox import sandbox_install
+
+            sandbox_install()
+            print(flush=True)
         return doctor()
+    if args.command == "sandbox":
+        from ._sandbox import sandbox_install
+
+        return sandbox_install(force=args.force)
     if args.command == "mcp":
         from ..mcp import run  # imports the optional mcp SDK only now
 

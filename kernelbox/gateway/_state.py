@@ -50,7 +50,7 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
         "argv": [*argv, "-f", "{connection_file}"],
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
-        "metadata": {"debugger": True},
+        "metadata": {"debugger": True, "supported_encryption": ["curve"]},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
     return data_dir

@@ -114,6 +114,9 @@ class KernelGateway:
         stable_uptime: seconds a gateway must stay up for the consecutive-restart count to
             start again from zero.
         on_restart: called with a `GatewayRestart` after each successful restart.
+        listen_socket: an already-listening TCP socket to serve on instead of binding
+            `host` and `port` (e.g. one passed by systemd socket activation). The gateway
+            does not close it on `stop()`; it stays the caller's.
 
     The options are validated into a `GatewayConfig` (``.config``) before anything starts.
 
@@ -146,9 +149,15 @@ class KernelGateway:
         restart_limit: int = 5,
         stable_uptime: float = 30.0,
         on_restart: Callable[[GatewayRestart], object] | None = None,
+        listen_socket: socket.socket | None = None,
     ) -> None:
         if on_restart is not None and not callable(on_restart):
             raise TypeError(f"on_restart must be callable or None, not {type(on_restart).__name__}")
+        if listen_socket is not None:
+            if not isinstance(listen_socket, socket.socket) or listen_socket.type != socket.SOCK_STREAM:
+                raise TypeError("listen_socket must be a listening TCP socket.socket")
+            host, port = listen_socket.getsockname()[:2]
+        self._listen_socket = listen_socket
         self.config = GatewayConfig(
             host=host, port=port, sandbox=sandbox, sandbox_config=sandbox_config,
             log_level=log_level, log_to_stderr=log_to_stderr, env=env if env is not None else {},
@@ -289,7 +298,11 @@ class KernelGateway:
         self._state = "starting"
         config = self.config
         try:
-            self._socket = _bind_listening_socket(config.host, config.port)
+            if self._listen_socket is not None:
+                self._listen_socket.set_inheritable(True)
+                self._socket = self._listen_socket
+            else:
+                self._socket = _bind_listening_socket(config.host, config.port)
             self._state_dir = create_state_dir()
             self._supervisor = Supervisor(
                 prepare=self._prepare_launch,
@@ -369,7 +382,8 @@ class KernelGateway:
             with anyio.CancelScope(shield=True):
                 stopped = await self._supervisor.stop(timeout) if self._supervisor is not None else []
                 if self._socket is not None:
-                    self._socket.close()
+                    if self._socket is not self._listen_socket:  # the caller's socket stays open
+                        self._socket.close()
                     self._socket = None
                 if self._state_dir is not None:
                     await anyio.to_thread.run_sync(remove_state_dir, self._state_dir)

@@ -7,9 +7,20 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import platformdirs
+
 from .._errors import SandboxUnavailableError
 
-__all__ = ["SRT_ENV_VAR", "SRT_PACKAGE", "SRT_VERSION", "find_srt", "srt_install_hint", "srt_package_root"]
+__all__ = [
+    "SRT_ENV_VAR",
+    "SRT_PACKAGE",
+    "SRT_VERSION",
+    "find_srt",
+    "srt_install_hint",
+    "srt_package_root",
+    "user_srt_path",
+    "user_srt_prefix",
+]
 
 SRT_PACKAGE = "@anthropic-ai/sandbox-runtime"
 SRT_VERSION = "0.0.83"
@@ -19,26 +30,40 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _SOURCE_ROOT = _PACKAGE_DIR.parent
 _LOCAL_SRT_PREFIX = _SOURCE_ROOT / ".tools" / "srt"
 _LOCAL_SRT = _LOCAL_SRT_PREFIX / "node_modules" / ".bin" / "srt"
-_INSTALL_SCRIPT = _SOURCE_ROOT / "scripts" / "install-sandbox-prereqs.sh"
 
+
+def user_srt_prefix(version: str = SRT_VERSION) -> Path:
+    """The npm prefix of the per-user srt: ``<user data dir>/kernelbox/srt/<version>``.
+
+    The user data directory is the platform's (platformdirs): ``$XDG_DATA_HOME`` or
+    ``~/.local/share`` on Linux, ``~/Library/Application Support`` on macOS.
+    """
+    return platformdirs.user_data_path("kernelbox", appauthor=False) / "srt" / version
+
+
+def user_srt_path(version: str = SRT_VERSION) -> Path:
+    """The per-user srt that ``kernelbox sandbox install`` puts there (it may not exist)."""
+    return user_srt_prefix(version) / "node_modules" / ".bin" / "srt"
 
 
 def srt_install_hint() -> str:
-    if _INSTALL_SCRIPT.is_file():
-        local = f"bash {_INSTALL_SCRIPT} (installs it into {_LOCAL_SRT_PREFIX}), or "
-    else:
-        local = ""
-    package = f"{SRT_PACKAGE}@{SRT_VERSION}"
-    return f"install it with {local}npm install -g {package} (needs Node.js >= 20)"
+    """How to get srt, as the end of an error message."""
+    return (
+        f"install the pinned {SRT_PACKAGE}@{SRT_VERSION} for this user with "
+        f"`kernelbox sandbox install` (needs Node.js >= 20 and npm), or point ${SRT_ENV_VAR} "
+        f"at an srt executable"
+    )
 
 
 def find_srt(explicit: str | os.PathLike[str] | None = None) -> list[str]:
     """Locate sandbox-runtime's ``srt`` and return the argv prefix that runs it.
 
-    Looks, in order, at `explicit`, ``$KERNELBOX_SRT``, the project-local install
-    (``<checkout>/.tools/srt/node_modules/.bin/srt``, made by
-    ``scripts/install-sandbox-prereqs.sh``) and ``srt`` on ``PATH``. An explicit path or a set
-    variable that does not exist is an error, not a reason to look further.
+    Looks, in order, at `explicit`, ``$KERNELBOX_SRT``, the copy a kernelbox source checkout
+    installs (``<checkout>/.tools/srt/node_modules/.bin/srt``, made by
+    ``scripts/install-sandbox-prereqs.sh``; never present in an installed wheel), the
+    per-user install of the pinned version (`user_srt_path`, made by ``kernelbox sandbox
+    install``) and ``srt`` on ``PATH``. An explicit path or a set variable that does not exist
+    is an error, not a reason to look further.
 
     Args:
         explicit: a path to the srt executable (or its ``cli.js``), or None.
@@ -56,14 +81,17 @@ def find_srt(explicit: str | os.PathLike[str] | None = None) -> list[str]:
     from_env = os.environ.get(SRT_ENV_VAR)
     if from_env:
         return _srt_argv(Path(from_env).expanduser(), f"${SRT_ENV_VAR}")
-    if _LOCAL_SRT.exists():
-        return _srt_argv(_LOCAL_SRT, "the project-local install")
+    if _LOCAL_SRT.exists() and (_SOURCE_ROOT / "pyproject.toml").is_file():
+        return _srt_argv(_LOCAL_SRT, "the source checkout's install")
+    user_srt = user_srt_path()
+    if user_srt.exists():
+        return _srt_argv(user_srt, "the per-user install")
     on_path = shutil.which("srt")
     if on_path:
         return _srt_argv(Path(on_path), "PATH")
     raise SandboxUnavailableError(
         f"sandbox-runtime (srt) was not found: looked at the srt_path argument (not given), "
-        f"${SRT_ENV_VAR} (not set), {_LOCAL_SRT} (missing) and `srt` on PATH (not found); "
+        f"${SRT_ENV_VAR} (not set), {user_srt} (missing) and `srt` on PATH (not found); "
         f"{srt_install_hint()}"
     )
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Packaging smoke test: build the wheel and sdist, install the wheel alone (no extras) into a
+# fresh virtual environment outside the checkout, and use it as a new user would:
+# import every module, `kernelbox run`, `kernelbox doctor`, `kernelbox sandbox install` (srt
+# into a scratch per-user data directory), then a sandboxed run.
+# Needs: python3 with venv, the project venv (.venv, for `build`), node and npm for srt.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/kernelbox-wheel-smoke.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+log() { printf 'wheel-smoke: %s\n' "$*" >&2; }
+
+log "building the wheel and sdist into $WORK/dist"
+"$ROOT/.venv/bin/python" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
+wheel="$(ls "$WORK"/dist/kernelbox-*.whl)"
+sdist="$(ls "$WORK"/dist/kernelbox-*.tar.gz)"
+tar tzf "$sdist" > "$WORK/sdist.txt"
+for member in LICENSE README.md kernelbox/py.typed kernelbox/sandbox/srt_lock/package-lock.json; do
+    grep -q "^kernelbox-[^/]*/$member\$" "$WORK/sdist.txt" || { log "the sdist lacks $member"; exit 1; }
+done
+"$ROOT/.venv/bin/python" - "$wheel" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+text = zipfile.ZipFile(sys.argv[1]).read(meta).decode()
+for needed in ("kernelbox/py.typed", "kernelbox/sandbox/srt_lock/package-lock.json",
+               "kernelbox/sandbox_configs/default.json", "kernelbox/_kernel_side/working_dir.py"):
+    assert needed in names, f"the wheel lacks {needed}"
+for field in ("Classifier: Typing :: Typed", "License-File: LICENSE", "Project-URL: ", "Requires-Dist: platformdirs"):
+    assert field in text, f"the wheel's METADATA lacks {field!r}"
+PY
+
+log "installing $(basename "$wheel") alone into a fresh virtual environment"
+"$PYTHON" -m venv "$WORK/venv"
+"$WORK/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel"
+BIN="$WORK/venv/bin"
+cd "$WORK"  # outside the checkout: nothing from it may be found
+export XDG_DATA_HOME="$WORK/data"  # a scratch per-user data directory for srt
+unset KERNELBOX_SRT
+
+log "importing every module that needs no extra"
+"$BIN/python" - <<'PY'
+import importlib, pkgutil, kernelbox
+optional = ("kernelbox.mcp._server", "kernelbox.integrations.autogen", "kernelbox.integrations.langchain")
+for module in pkgutil.walk_packages(kernelbox.__path__, "kernelbox."):
+    if module.name not in optional and not module.name.endswith("__main__") \
+            and not module.name.startswith("kernelbox._kernel_side"):
+        importlib.import_module(module.name)
+assert kernelbox.__file__.startswith(__import__("sys").prefix), kernelbox.__file__
+print("kernelbox", kernelbox.__version__)
+PY
+
+printf 'x = 41\n# %%%%\nprint(x + 1)\n' > cells.py
+log "kernelbox run"
+"$BIN/kernelbox" run cells.py > run.out
+grep -qx 42 run.out || { cat run.out >&2; log "kernelbox run did not print 42"; exit 1; }
+
+log "kernelbox doctor before set-up (srt is not installed yet)"
+"$BIN/kernelbox" doctor > doctor-before.out 2>&1 || true
+grep -q "kernelbox sandbox install" doctor-before.out || { cat doctor-before.out >&2; log "doctor does not offer the set-up command"; exit 1; }
+
+log "kernelbox sandbox install"
+"$BIN/kernelbox" sandbox install
+"$BIN/kernelbox" doctor
+
+log "kernelbox run --sandbox"
+printf 'print(1)\n' > one.py
+"$BIN/kernelbox" run --sandbox one.py > sandboxed.out
+grep -qx 1 sandboxed.out || { cat sandboxed.out >&2; log "the sandboxed run did not print 1"; exit 1; }
+log "ok: a fresh virtual environment with only the wheel reached a sandboxed print(1)"
