@@ -548,7 +548,7 @@ async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
     assert "".join(chunks).split() == ["0", "1", "2"]
     assert isinstance(items[-1], ExecutionResult)
     # srt (node), bwrap, the socat proxy bridges, srt's seccomp helper, the gateway, a kernel.
-    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "ipykernel"):
+    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "kernelbox._child.kernel_launcher"):
         assert any(part in line for line in running), (part, running)
     assert _alive(processes) == [], "left behind after stop()"
 

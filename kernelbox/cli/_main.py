@@ -41,6 +41,9 @@ def _gateway_from_args(args: argparse.Namespace, *, host: str = "localhost", por
         max_kernels=getattr(args, "max_kernels", None),
         cull_idle_timeout=getattr(args, "cull_idle_timeout", None),
         kernel_memory_limit=getattr(args, "kernel_memory_limit", None),
+        sandbox_user=args.sandbox_user,
+        memory_limit=args.memory_limit,
+        pids_limit=args.pids_limit,
     )
 
 
