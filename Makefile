@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench doctor sandbox-prereqs enterprise-gateway clean
+.PHONY: demo test test-isolation-unprivileged bench doctor sandbox-prereqs enterprise-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: $(STAMP) sandbox-prereqs
 test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
 
+# tests/test_isolation.py as an unprivileged user (created when run as root): the sandbox then
+# runs as that user's own uid and the cgroup limits must be refused clearly.
+test-isolation-unprivileged: $(STAMP) sandbox-prereqs
+	bash scripts/test-isolation-unprivileged.sh
+
 # The benchmark suite: kernelbox (plain and sandboxed) vs direct ZMQ and ipybox, interleaved.
 bench: $(STAMP) sandbox-prereqs
 	bash benchmarks/setup_peer.sh
@@ -38,4 +43,4 @@ doctor: $(STAMP)
 	$(BIN)/kernelbox doctor
 
 clean:
-	rm -rf $(VENV) .tools images .pytest_cache
+	rm -rf $(VENV) .tools images .pytest_cache demo-workspace
