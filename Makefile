@@ -28,6 +28,7 @@ demo: $(STAMP) sandbox-prereqs
 # The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback).
 test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
+	if [ "$$(id -u)" -eq 0 ]; then bash scripts/test-isolation-unprivileged.sh; fi
 
 # tests/test_isolation.py as an unprivileged user (created when run as root): the sandbox then
 # runs as that user's own uid and the cgroup limits must be refused clearly.
