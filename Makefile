@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit-test wheel-smoke peer-test bench doctor sandbox-prereqs enterprise-gateway clean
+.PHONY: demo test unit-test wheel-smoke peer-test test-isolation-unprivileged bench doctor sandbox-prereqs enterprise-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: unit-test wheel-smoke
 
 unit-test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
+	if [ "$$(id -u)" -eq 0 ]; then bash scripts/test-isolation-unprivileged.sh; fi
+
+# tests/test_isolation.py as an unprivileged user (created when run as root): the sandbox then
+# runs as that user's own uid and the cgroup limits must be refused clearly.
+test-isolation-unprivileged: $(STAMP) sandbox-prereqs
+	bash scripts/test-isolation-unprivileged.sh
 
 # Build the wheel and sdist, install the wheel alone into a fresh venv outside the checkout,
 # and reach a sandboxed print(1) with the documented commands.
@@ -51,4 +57,4 @@ doctor: $(STAMP)
 	$(BIN)/kernelbox doctor
 
 clean:
-	rm -rf $(VENV) .tools .cache images .pytest_cache
+	rm -rf $(VENV) .tools .cache images .pytest_cache demo-workspace

@@ -28,6 +28,13 @@ def add_gateway_arguments(parser: argparse.ArgumentParser, *, default_log_level:
                         help="run the gateway and kernels inside the OS sandbox (srt)")
     parser.add_argument("--sandbox-config", metavar="NAME_OR_PATH",
                         help="sandbox preset name (default, pypi, ...) or settings JSON path")
+    parser.add_argument("--sandbox-user", metavar="USER",
+                        help="as root: the unprivileged user the sandbox runs as "
+                             "(default $KERNELBOX_SANDBOX_USER or kernelbox-sandbox)")
+    parser.add_argument("--memory-limit", type=int, metavar="BYTES",
+                        help="memory of the gateway's whole process tree, via a cgroup (needs root)")
+    parser.add_argument("--pids-limit", type=int, metavar="N",
+                        help="processes and threads of the gateway's whole tree, via a cgroup (needs root)")
     parser.add_argument("--working-dir", metavar="DIR", help="the kernels' working directory")
     parser.add_argument("--log-level", default=default_log_level,
                         help=f"gateway log level (default {default_log_level})")

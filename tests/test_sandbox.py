@@ -26,6 +26,7 @@ import anyio.abc
 import psutil
 import pytest
 
+from helpers.sandbox_dirs import sandbox_work_dir
 from kernelbox import ExecutionResult, KernelClient, KernelGateway, SandboxUnavailableError
 from kernelbox.cli._doctor import doctor
 from kernelbox.sandbox import (
@@ -145,22 +146,23 @@ async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[San
     kernelbox reads them (``~`` expands to this HOME; the kernel environment is built).
     """
     root = tmp_path_factory.mktemp("sandbox")
-    box = {name: root / name for name in ("work", "images", "outside")}
-    for path in box.values():
-        path.mkdir()
-    (box["work"] / ".env").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
-    (box["work"] / "sub").mkdir()
-    (box["work"] / "sub" / ".env.local").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
-    fake_home = _make_fake_home(root)
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("HOME", str(fake_home))
-            patch.setenv(PARENT_SECRET_NAME, PARENT_SECRET_VALUE)
-            with anyio.fail_after(START_TIMEOUT_SECONDS):
-                gateway, client = await tg.start(_serve, box, stop)
-        yield Sandbox(gateway, client, box["work"], box["images"], box["outside"], fake_home)
-        stop.set()
+    with sandbox_work_dir() as work:
+        box = {"work": work, "images": root / "images", "outside": root / "outside"}
+        box["images"].mkdir()
+        box["outside"].mkdir()
+        (work / ".env").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
+        (work / "sub").mkdir()
+        (work / "sub" / ".env.local").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
+        fake_home = _make_fake_home(root)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("HOME", str(fake_home))
+                patch.setenv(PARENT_SECRET_NAME, PARENT_SECRET_VALUE)
+                with anyio.fail_after(START_TIMEOUT_SECONDS):
+                    gateway, client = await tg.start(_serve, box, stop)
+            yield Sandbox(gateway, client, work, box["images"], box["outside"], fake_home)
+            stop.set()
 
 
 async def run(sandbox: Sandbox, code: str, timeout: float = EXECUTE_TIMEOUT_SECONDS) -> str:
@@ -480,12 +482,21 @@ async def own_sandbox(
     tmp_path: Path, config: str = "default"
 ) -> AsyncIterator[tuple[KernelGateway, KernelClient]]:
     """A fresh sandboxed gateway and kernel; the caller bounds it with `anyio.fail_after`."""
+    with sandbox_work_dir() as work:
+        async with own_gateway(work, tmp_path, config) as pair:
+            yield pair
+
+
+@asynccontextmanager
+async def own_gateway(
+    work: Path, tmp_path: Path, config: str
+) -> AsyncIterator[tuple[KernelGateway, KernelClient]]:
     async with KernelGateway(
         host="127.0.0.1",
         port=0,
         sandbox=True,
         sandbox_config=config,
-        working_dir=tmp_path,
+        working_dir=work,
         startup_timeout=START_TIMEOUT_SECONDS,
     ) as gateway:
         images = tmp_path / "images"
@@ -537,7 +548,7 @@ async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
     assert "".join(chunks).split() == ["0", "1", "2"]
     assert isinstance(items[-1], ExecutionResult)
     # srt (node), bwrap, the socat proxy bridges, srt's seccomp helper, the gateway, a kernel.
-    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "ipykernel"):
+    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "kernelbox._child.kernel_launcher"):
         assert any(part in line for line in running), (part, running)
     assert _alive(processes) == [], "left behind after stop()"
 

@@ -88,7 +88,8 @@ def test_no_preset_weakens_the_sandbox(name: str) -> None:
 def test_default_preset_allows_no_network_and_pypi_allows_the_package_index() -> None:
     assert load_sandbox_settings("default")["network"]["allowedDomains"] == []
     pypi = load_sandbox_settings("pypi")["network"]["allowedDomains"]
-    assert set(pypi) == {"pypi.org", "files.pythonhosted.org"}
+    # Port 443 only: a host without a port would be open on every port (srt 0.0.83).
+    assert set(pypi) == {"pypi.org:443", "files.pythonhosted.org:443"}
 
 
 def test_strict_preset_hides_home_directories() -> None:
@@ -307,7 +308,8 @@ def test_sandbox_env_points_state_variables_into_the_state_dir(tmp_path: Path) -
     }
     for name, subdir in expected.items():
         assert env[name] == str(tmp_path / subdir)
-    assert env["PYTHONPATH"] == os.pathsep.join([str(tmp_path / "site-packages"), "/x"])
+    # PIP_TARGET goes on the kernels' sys.path in the kernel launcher, never in the gateway's env.
+    assert env["PYTHONPATH"] == "/x"
 
 
 def test_sandbox_env_supplies_a_path(tmp_path: Path) -> None:
@@ -478,7 +480,7 @@ def test_prepare_builds_the_srt_command_and_writes_effective_settings(
     ]
     assert launch.settings_path == state.resolve() / "sandbox-settings.json"
     written = json.loads(launch.settings_path.read_text(encoding="utf-8"))
-    assert written["network"]["allowedDomains"] == ["pypi.org", "files.pythonhosted.org"]
+    assert written["network"]["allowedDomains"] == ["pypi.org:443", "files.pythonhosted.org:443"]
     assert str(work.resolve()) in written["filesystem"]["allowWrite"]
     for subdir in ("home", "runtime", "ipython", "matplotlib", "tmp", "site-packages"):
         assert (state / subdir).is_dir()

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from helpers.processes import alive, first_line, survivors_after
+from helpers.sandbox_dirs import sandbox_work_dir
 
 from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
 from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
@@ -40,8 +41,13 @@ def _inner_gateway_pid(gateway: KernelGateway) -> int:
 
 
 async def test_sandboxed_supervisor_sigkill_leaves_no_process_behind() -> None:
+    with sandbox_work_dir() as work:
+        await _sigkill_supervisor_and_check(work)
+
+
+async def _sigkill_supervisor_and_check(work: Path) -> None:
     process = await anyio.open_process([sys.executable, str(HELPERS / "supervisor_child.py"), "--sandbox"],
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=work)
     pids: set[int] = set()
     try:
         with anyio.fail_after(120):
@@ -62,8 +68,8 @@ async def test_sandboxed_supervisor_sigkill_leaves_no_process_behind() -> None:
 
 
 async def test_sandboxed_kernel_death_and_timeout_escalation(tmp_path: Path) -> None:
-    with anyio.fail_after(180):
-        async with KernelGateway(port=0, sandbox=True, working_dir=tmp_path, startup_timeout=90) as gateway:
+    with anyio.fail_after(180), sandbox_work_dir() as work:
+        async with KernelGateway(port=0, sandbox=True, working_dir=work, startup_timeout=90) as gateway:
             async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
                                     images_dir=tmp_path) as client:
                 await client.execute("kept = 1")
@@ -81,8 +87,8 @@ async def test_sandboxed_kernel_death_and_timeout_escalation(tmp_path: Path) -> 
 
 async def test_sandboxed_gateway_crash_is_restarted_on_the_same_url(tmp_path: Path) -> None:
     restarted = anyio.Event()
-    with anyio.fail_after(240):
-        async with KernelGateway(port=0, sandbox=True, working_dir=tmp_path, startup_timeout=90,
+    with anyio.fail_after(240), sandbox_work_dir() as work:
+        async with KernelGateway(port=0, sandbox=True, working_dir=work, startup_timeout=90,
                                  on_restart=lambda event: restarted.set()) as gateway:
             url = gateway.url
             old_srt = gateway.pid

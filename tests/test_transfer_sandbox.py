@@ -10,6 +10,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters, types
 
+from helpers.sandbox_dirs import sandbox_work_dir
 from kernelbox import KernelClient, KernelGateway, SandboxUnavailableError
 from kernelbox.sandbox import check_sandbox_prerequisites, find_srt
 from kernelbox import FileTransferError
@@ -36,10 +37,8 @@ def sandbox_prerequisites() -> None:
 
 
 async def test_transfer_round_trip_and_refusals_inside_the_sandbox(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
     data = os.urandom(1_500_000)
-    with anyio.fail_after(TIMEOUT):
+    with anyio.fail_after(TIMEOUT), sandbox_work_dir() as work:
         async with KernelGateway(host="127.0.0.1", port=0, sandbox=True, working_dir=work) as gateway:
             async with KernelClient(base_url=gateway.url, token=gateway.token, images_dir=tmp_path / "img") as kc:
                 written = await kc.upload(data, "in/blob.bin")
@@ -56,9 +55,14 @@ async def test_transfer_round_trip_and_refusals_inside_the_sandbox(tmp_path: Pat
 
 
 async def test_mcp_server_with_sandbox(tmp_path: Path) -> None:
+    with sandbox_work_dir() as work:
+        await _mcp_round_trip(work)
+
+
+async def _mcp_round_trip(work: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "kernelbox.cli", "mcp", "--sandbox", "--working-dir", str(tmp_path)],
+        args=["-m", "kernelbox.cli", "mcp", "--sandbox", "--working-dir", str(work)],
     )
     with anyio.fail_after(TIMEOUT):
         async with Client(params, read_timeout_seconds=TIMEOUT) as client:

@@ -17,6 +17,14 @@ possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in fou
 
 The token comes in the environment (``KG_AUTH_TOKEN``), never on the command line; Kernel
 Gateway removes it from kernel environments.
+
+Isolation (see the README's threat model; `kernelbox._child._hardening`): before anything
+else this process makes itself undumpable (kernels of the same uid cannot read its memory,
+environment or descriptors) and joins a new session keyring (kernels cannot read the
+supervisor's keys). Kernels get their connection info (ports, HMAC key, CurveZMQ keys) on a
+pipe as their stdin, never in a file, and every ZMQ socket is CurveZMQ-encrypted
+(``transport_encryption=required``): a kernel that finds a sibling's ports can neither send to
+nor listen to it.
 """
 
 from __future__ import annotations
@@ -40,14 +48,16 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from kernel_gateway.gatewayapp import KernelGatewayApp
+from jupyter_client.connect import port_names
 from kernel_gateway.services.kernels.manager import (
     KernelGatewayIOLoopKernelManager,
     SeedingMappingKernelManager,
 )
 from tornado import httpserver
 from jupyter_server._tz import utcnow
-from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 from traitlets import Float, Integer, default
+
+from kernelbox._child._hardening import join_new_session_keyring, make_undumpable
 
 KERNEL_POLL_SECONDS = 0.5
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
@@ -92,6 +102,56 @@ def split_stream_message(msg: Any, max_chars: int) -> list[Any]:
     return parts
 
 
+class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
+    """A kernel manager that never writes a connection file.
+
+    The ports, the HMAC key and the CurveZMQ key pair stay in this process's memory and reach
+    the kernel as one JSON line on its standard input, a pipe (read by
+    `kernelbox._child.kernel_launcher`). A restart chooses nothing new: it sends the same
+    information down a new pipe. jupyter_client's own ``stdin=PIPE`` cannot be used: its
+    ``launch_kernel`` closes that pipe before returning.
+    """
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        """Choose free ports for those still 0 (as jupyter_client would), and write nothing."""
+        if self._connection_file_written:
+            return
+        self._record_random_port_names()
+        held = []
+        try:
+            for name in port_names:
+                if getattr(self, name) <= 0:
+                    probe = socket.socket()
+                    held.append(probe)
+                    probe.bind((self.ip, 0))
+                    setattr(self, name, probe.getsockname()[1])
+        finally:
+            for probe in held:
+                probe.close()
+        self._connection_file_written = True
+
+    def cleanup_connection_file(self) -> None:
+        self._connection_file_written = False
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        info = {
+            name: value.decode("ascii") if isinstance(value, bytes) else value
+            for name, value in self.get_connection_info().items()
+        }
+        line = json.dumps(info).encode("ascii") + b"\n"
+        read_end, write_end = os.pipe()
+        try:
+            # A few hundred bytes: far below the pipe buffer (64 KiB), so this never blocks.
+            os.write(write_end, line)
+            os.close(write_end)
+            write_end = -1
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdin": read_end})
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+
+
 class PooledKernelManager(SeedingMappingKernelManager):
     """Kernel manager that keeps `pool_size` kernels started and ready ahead of demand.
 
@@ -111,16 +171,18 @@ class PooledKernelManager(SeedingMappingKernelManager):
     cull_idle_timeout = Float(0.0, config=True, help="Seconds a kernel may stay idle (0: never cull).")
     cull_interval = Float(300.0, config=True, help="Seconds between culling checks.")
 
+    @default("kernel_manager_class")
+    def _kernel_manager_class_default(self) -> str:
+        # A default, not a config value: Jupyter Server warns about any *configured* class
+        # that is not a ServerKernelManager, and Kernel Gateway's own (the base) is not one.
+        return "kernelbox._child.gateway_app.SettlingKernelManager"
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._pool: list[str] = []  # ready, oldest first
         self._pool_ids: set[str] = set()  # ready or still starting
         self._filling = 0
         self._fill_tasks: set[asyncio.Task[None]] = set()
-
-    @default("kernel_manager_class")
-    def _kernel_manager_class_default(self) -> str:
-        return "kernelbox._child.gateway_app.SettlingKernelManager"
 
     def _poolable(self, kwargs: dict[str, Any]) -> bool:
         name = kwargs.get("kernel_name") or self.default_kernel_name
@@ -193,7 +255,7 @@ class PooledKernelManager(SeedingMappingKernelManager):
         await super().shutdown_kernel(kernel_id, now=now, restart=restart)
 
 
-class SettlingKernelManager(KernelGatewayIOLoopKernelManager):
+class SettlingKernelManager(PrivateConnectionKernelManager):
     """A kernel's manager that tells when a restart (automatic or requested) has finished.
 
     Finished means the new kernel answers ``kernel_info``: a shutdown sent earlier would
@@ -254,23 +316,6 @@ class _JupyterPingMismatchFilter(logging.Filter):
         return "websocket_ping_timeout" not in record.getMessage()
 
 
-def _kernel_transport_encryption() -> str | None:
-    """``"auto"`` when this stack can encrypt kernel channels with CurveZMQ, else None.
-
-    With it, jupyter_client gives kernels that declare ``supported_encryption: ["curve"]``
-    (ipykernel >= 7) Curve keys, so ZMQ traffic on the loopback is encrypted and ipykernel
-    does not warn "Kernel is running over TCP without encryption" on every start. IPC
-    transport is no alternative: seccomp in the sandbox refuses ``socket(AF_UNIX)``.
-    """
-    try:
-        import zmq
-    except ImportError:  # pragma: no cover - pyzmq comes with jupyter_client
-        return None
-    if "transport_encryption" not in MappingKernelManager.class_trait_names() or not zmq.has("curve"):
-        return None
-    return "auto"
-
-
 def _adopt_stdin_socket() -> socket.socket:
     """Take the listening socket from fd 0 and point fd 0 at /dev/null."""
     try:
@@ -311,10 +356,9 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         "--ZMQChannelsWebsocketConnection.limit_rate=False",
         "--KernelGatewayApp.kernel_manager_class=kernelbox._child.gateway_app.PooledKernelManager",
         f"--PooledKernelManager.pool_size={int(config.get('pool_size') or 0)}",
+        # Every kernel socket CurveZMQ-encrypted; the kernelspec declares "curve" support.
+        "--KernelManager.transport_encryption=required",
     ]
-    encryption = _kernel_transport_encryption()
-    if encryption is not None:
-        argv.append(f"--MappingKernelManager.transport_encryption={encryption}")
     if config.get("max_kernels") is not None:
         argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")
     for name in ("cull_idle_timeout", "cull_interval"):
@@ -330,6 +374,9 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     config: dict[str, Any] = json.loads(args[0]) if args else {}
+    # Before any kernel exists: no kernel can be inside this process's reach even briefly.
+    make_undumpable()
+    join_new_session_keyring()
     sock = _adopt_stdin_socket()
     logging.getLogger("tornado.general").addFilter(_JupyterPingMismatchFilter())
 

@@ -1,34 +1,121 @@
-"""Kernel launcher: applies the kernel's limits, then starts ipykernel.
+"""Kernel launcher: hardens the process, applies the kernel's limits, then starts ipykernel.
 
 The ``python3`` kernelspec of every kernelbox gateway runs
-``python -P -m kernelbox._child.kernel_launcher [--memory-limit BYTES] -f {connection_file}``
-(see `kernelbox.gateway._state`).
+``python -P -m kernelbox._child.kernel_launcher [--memory-limit BYTES] --connection-info-stdin
+-f {connection_file}`` (see `kernelbox.gateway._state`). In order:
 
-The limit is ``RLIMIT_DATA`` (Linux counts heap and private anonymous mappings in it since
-4.7, see setrlimit(2)), so an allocation past it fails inside the kernel with `MemoryError`,
-which user code can see and handle, instead of the whole kernel being killed later by the
-out-of-memory killer.
+1. **Hardening, before anything secret exists in this process** (`kernelbox._child._hardening`):
+   ``oom_score_adj`` 1000 (under a memory limit a kernel is killed, not the gateway or srt),
+   then undumpable, then a Landlock domain of its own, so neither a sibling kernel nor this
+   kernel's code can reach the other kernels' memory, environment or descriptors.
+2. ``--memory-limit``: ``RLIMIT_DATA`` (Linux counts heap and private anonymous mappings in it
+   since 4.7, see setrlimit(2)), so an allocation past it fails inside the kernel with
+   `MemoryError`, which user code can handle, instead of the kernel being killed by the
+   out-of-memory killer. It covers this process's private memory only; the gateway-wide
+   ``memory_limit`` (a cgroup) covers the rest.
+3. ``--connection-info-stdin``: the ports, HMAC key and CurveZMQ keys arrive as one JSON line on
+   standard input (a pipe from `PrivateConnectionKernelManager`); no connection file is read
+   or written, so no other process can find them on disk.
+4. ``PIP_TARGET`` (where ``%pip install`` puts packages in the sandbox) goes on ``sys.path``
+   here, and on ``PYTHONPATH`` for the kernel's own child processes, but never in the
+   gateway's environment.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import sys
+from typing import Any
+
+from kernelbox._child._hardening import (
+    LandlockUnavailableError,
+    enter_own_landlock_domain,
+    make_undumpable,
+    raise_oom_score,
+)
+
+
+def _harden() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    # First: once undumpable, /proc/self/* belongs to root and oom_score_adj is not writable.
+    raise_oom_score()
+    make_undumpable()
+    try:
+        enter_own_landlock_domain()
+    except LandlockUnavailableError:
+        # Reported in the gateway log; the README's threat model states what is then open.
+        print(
+            "kernelbox: Landlock is unavailable in this Linux kernel: during its ~50 ms start-up "
+            "this kernel is reachable by sibling kernels of the same gateway",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _add_pip_target() -> None:
+    target = os.environ.get("PIP_TARGET")
+    if not target:
+        return
+    site_entries = [index for index, entry in enumerate(sys.path) if entry.endswith("site-packages")]
+    # Before the installation's site-packages, so an upgraded package wins, as with PYTHONPATH.
+    sys.path.insert(site_entries[0] if site_entries else len(sys.path), target)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = target if not previous else os.pathsep.join([target, previous])
+
+
+def _read_connection_info() -> dict[str, Any]:
+    line = sys.stdin.buffer.readline()
+    if not line:
+        sys.exit("kernelbox kernel launcher: no connection info on standard input")
+    info: dict[str, Any] = json.loads(line)
+    return info
 
 
 def main(argv: list[str] | None = None) -> None:
+    _harden()
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--memory-limit"]:
         limit = int(args[1])
         del args[:2]
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    info: dict[str, Any] | None = None
+    if args[:1] == ["--connection-info-stdin"]:
+        del args[:1]
+        info = _read_connection_info()
     # As ipykernel_launcher: the working directory must not shadow installed modules.
     if sys.path and sys.path[0] in ("", "."):
         del sys.path[0]
+    _add_pip_target()
     sys.argv = [sys.argv[0], *args]
-    from ipykernel import kernelapp
+    if info is None:
+        from ipykernel import kernelapp
 
-    kernelapp.launch_new_instance()
+        kernelapp.launch_new_instance()
+        return
+    _start_private_kernel(info)
+
+
+def _start_private_kernel(info: dict[str, Any]) -> None:
+    from ipykernel.kernelapp import IPKernelApp
+
+    class PrivateConnectionKernelApp(IPKernelApp):
+        """ipykernel with its connection info given in memory; it writes no connection file."""
+
+        def init_connection_file(self) -> None:
+            self.load_connection_info(info)
+
+        def write_connection_file(self, **kwargs: Any) -> None:
+            pass
+
+        def cleanup_connection_file(self) -> None:
+            pass
+
+    app = PrivateConnectionKernelApp.instance()
+    app.initialize()
+    app.start()
 
 
 if __name__ == "__main__":

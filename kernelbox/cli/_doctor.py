@@ -25,6 +25,7 @@ from typing import Literal, TextIO
 
 from .._errors import SandboxError
 from ..sandbox._install import system_package_command
+from ..gateway._cgroups import cgroup_support
 from ..sandbox import (
     SRT_PACKAGE,
     SRT_VERSION,
@@ -121,11 +122,16 @@ def _checks() -> Iterator[Check]:
         checks.append(_seccomp_helper_check(root))
     if root is not None:
         checks.append(_srt_dependencies_check(srt, root))
+    if sys.platform.startswith("linux"):
+        checks.append(_sandbox_user_check(srt))
+        checks.append(_landlock_check())
     yield from checks
     if any(check.status == "FAIL" for check in [*system, *checks]):
         yield Check("sandboxed run", "FAIL", "not tried: fix the failures above first")
     else:
         yield _end_to_end_check(srt)
+    if sys.platform.startswith("linux"):
+        yield _cgroups_check()
 
 
 def _linux_checks() -> Iterator[Check]:
@@ -241,6 +247,55 @@ def _srt_dependencies_check(srt: list[str], root: Path) -> Check:
     if warnings:
         return Check("srt dependencies", "WARN", "; ".join(warnings))
     return Check("srt dependencies", "OK", "srt reports none missing")
+
+
+def _sandbox_user_check(srt: list[str]) -> Check:
+    """As root: the sandbox user exists and can run this Python with kernelbox, and srt."""
+    from ..sandbox.user import check_sandbox_user, resolve_sandbox_user
+
+    try:
+        user = resolve_sandbox_user(None)
+    except SandboxError as exc:
+        return Check("sandbox user", "FAIL", str(exc).split(";")[0], str(exc).split("; ", 1)[-1])
+    if user is None:
+        return Check("sandbox user", "OK", f"not root: the sandbox runs as {_own_user()}")
+    try:
+        check_sandbox_user(user, working_dir=Path("/tmp"), srt=srt)
+    except SandboxError as exc:
+        return Check("sandbox user", "FAIL", str(exc), "see the message")
+    return Check("sandbox user", "OK", f"{user.name} (uid {user.uid}) can run this Python, kernelbox and srt")
+
+
+def _own_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _landlock_check() -> Check:
+    from .._child._hardening import landlock_abi
+
+    abi = landlock_abi()
+    if abi >= 1:
+        return Check("landlock", "OK", f"ABI {abi}: each kernel gets its own domain")
+    return Check(
+        "landlock", "WARN",
+        "unavailable: a new kernel is reachable by its sibling kernels during its ~50 ms start-up",
+        "use a Linux kernel >= 5.13 with Landlock enabled (lsm=...,landlock)",
+    )
+
+
+def _cgroups_check() -> Check:
+    problems = {name: why for name, why in cgroup_support().items() if why is not None}
+    if not problems:
+        return Check("cgroups", "OK", "memory_limit and pids_limit can be enforced (memory, pids)")
+    detail = "; ".join(f"{name}: {why}" for name, why in problems.items())
+    return Check(
+        "cgroups", "WARN",
+        f"memory_limit/pids_limit would be refused ({detail}); kernel_memory_limit covers only a "
+        f"kernel's private memory: shared memory, /dev/shm and child processes are not limited",
+        "run as root, or start kernelbox under systemd-run --user --scope -p MemoryMax=... -p TasksMax=...",
+    )
 
 
 def _end_to_end_check(srt: list[str]) -> Check:

@@ -52,6 +52,9 @@ def _gateway_from_args(
         cull_idle_timeout=getattr(args, "cull_idle_timeout", None),
         kernel_memory_limit=getattr(args, "kernel_memory_limit", None),
         **extra,
+        sandbox_user=args.sandbox_user,
+        memory_limit=args.memory_limit,
+        pids_limit=args.pids_limit,
     )
 
 

@@ -18,10 +18,16 @@ __all__ = ["DirectLauncher", "Launch", "Launcher", "SrtLauncher"]
 
 @dataclass(frozen=True)
 class Launch:
-    """What to spawn: the full argv and its environment (the working directory is the caller's)."""
+    """What to spawn: the full argv and its environment (the working directory is the caller's).
+
+    Attributes:
+        protect_from_oom: once up, the spawned process (srt) should get ``oom_score_adj``
+            -1000 (see `kernelbox.gateway._cgroups.protect_from_oom_killer`).
+    """
 
     argv: list[str]
     env: dict[str, str]
+    protect_from_oom: bool = False
 
 
 class Launcher(Protocol):
@@ -68,17 +74,23 @@ class SrtLauncher:
         self,
         config: str | os.PathLike[str] | Mapping[str, Any] | None,
         srt_path: str | os.PathLike[str] | None,
+        sandbox_user: str | None = None,
     ) -> None:
         self.config = config
         self.srt_path = srt_path
+        self.sandbox_user = sandbox_user
 
     def prepare(
         self, command: Sequence[str], *, env: Mapping[str, str], working_dir: Path, state_dir: Path
     ) -> Launch:
-        from ..sandbox import prepare_sandbox  # the sandbox package is only needed when asked for
+        # The sandbox package is only needed when asked for.
+        from ..sandbox import prepare_sandbox
+        from ..sandbox.user import resolve_sandbox_user
 
         if not working_dir.is_dir():
             raise FileNotFoundError(f"the kernels' working directory {working_dir} does not exist")
+        # As root: a dedicated unprivileged user, never root itself (kernelbox.sandbox.user).
+        user = resolve_sandbox_user(self.sandbox_user)
         launch = prepare_sandbox(
             command,
             config=self.config,
@@ -86,5 +98,6 @@ class SrtLauncher:
             working_dir=working_dir,
             state_dir=state_dir,
             env=env,
+            user=user,
         )
-        return Launch(argv=launch.argv, env=launch.env)
+        return Launch(argv=launch.argv, env=launch.env, protect_from_oom=user is not None)

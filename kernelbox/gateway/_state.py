@@ -35,6 +35,10 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
     `kernelbox._child.kernel_launcher` with ``-P``: a ``json.py`` or ``logging.py`` in the
     working directory cannot break the kernel's start-up (user code can still import modules
     from there, as in a notebook; ipykernel puts the working directory on ``sys.path``).
+    They read their connection info from standard input (``--connection-info-stdin``), and
+    the spec declares CurveZMQ support, which ``transport_encryption=required`` demands
+    (jupyter_client 8.10 ``KernelManager.pre_start_kernel``). In a sandbox the directory is
+    read-only for kernels (`kernelbox.sandbox.srt.KERNELSPEC_DIR_NAME`).
 
     Args:
         state_dir: the gateway's state directory.
@@ -47,7 +51,7 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
     if memory_limit is not None:
         argv += ["--memory-limit", str(memory_limit)]
     spec = {
-        "argv": [*argv, "-f", "{connection_file}"],
+        "argv": [*argv, "--connection-info-stdin", "-f", "{connection_file}"],
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
         "metadata": {"debugger": True, "supported_encryption": ["curve"]},

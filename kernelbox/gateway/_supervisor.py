@@ -31,6 +31,7 @@ import psutil
 
 from .._errors import GatewayExitedError, GatewayStartError, KernelboxError
 from .._tasks import BackgroundTask
+from ._cgroups import protect_from_oom_killer
 from ._launch import Launch
 
 logger = logging.getLogger("kernelbox.gateway")
@@ -129,6 +130,7 @@ class Supervisor:
         self._task: BackgroundTask | None = None
         self._spawned: list[anyio.abc.Process] = []
         self._pending_restart: tuple[int | None, int] = (None, 0)
+        self._protect_from_oom = False
 
     # -- start -----------------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class Supervisor:
         self._task = BackgroundTask(self._supervise, name="kernelbox gateway supervisor")
         self._task.start()
         await self._wait_ready(self.process)
+        self._ready(self.process)
         self.state = "running"
 
     async def _spawn(self) -> anyio.abc.Process:
@@ -158,8 +161,14 @@ class Supervisor:
             start_new_session=True,
         )
         self._spawned.append(process)
+        self._protect_from_oom = launch.protect_from_oom
         logger.debug("Spawned gateway [pid %d]", process.pid)
         return process
+
+    def _ready(self, process: anyio.abc.Process) -> None:
+        """The process answered: only now is the sandbox's tree in place (see the callee)."""
+        if self._protect_from_oom:
+            protect_from_oom_killer(process.pid)
 
     async def _wait_ready(self, process: anyio.abc.Process) -> None:
         """Return once the gateway answers; raise `GatewayStartError` if it exits or stalls."""
@@ -290,6 +299,7 @@ class Supervisor:
             return
         if self.state != "restarting" or self.process is not process:
             return
+        self._ready(process)
         self.state = "running"
         self.restart_count += 1
         returncode, old_pid = self._pending_restart

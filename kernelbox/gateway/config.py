@@ -17,10 +17,14 @@ from typing import Any
 
 from ._env import validate_env
 
-__all__ = ["MIN_KERNEL_MEMORY_BYTES", "GatewayConfig"]
+__all__ = ["MIN_GATEWAY_MEMORY_BYTES", "MIN_KERNEL_MEMORY_BYTES", "MIN_PIDS_LIMIT", "GatewayConfig"]
 
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
 MIN_KERNEL_MEMORY_BYTES = 256 * 1024 * 1024
+# srt (~60 MB), the gateway (~80 MB) and one kernel (~100 MB) must fit.
+MIN_GATEWAY_MEMORY_BYTES = 384 * 1024 * 1024
+# Tasks count threads: srt's node has ~11, the gateway ~10, each kernel ~8 (measured).
+MIN_PIDS_LIMIT = 64
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -89,6 +93,9 @@ class GatewayConfig:
     kernel_memory_limit: int | None = None
     restart_limit: int = 5
     stable_uptime: float = 30.0
+    sandbox_user: str | None = None
+    memory_limit: int | None = None
+    pids_limit: int | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -141,6 +148,13 @@ class GatewayConfig:
                     f"kernel_memory_limit must be None or at least {MIN_KERNEL_MEMORY_BYTES} bytes "
                     f"(a Python kernel needs about 100 MB to start), not {self.kernel_memory_limit!r}"
                 )
+        if self.sandbox_user is not None:
+            if not isinstance(self.sandbox_user, str) or not self.sandbox_user or ":" in self.sandbox_user:
+                raise ValueError(f"sandbox_user must be a user name or None, not {self.sandbox_user!r}")
+            if not self.sandbox:
+                raise ValueError("sandbox_user applies to a sandboxed gateway only (sandbox=True)")
+        _check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
+        _check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
         _check_int("restart_limit", self.restart_limit, minimum=0)
         put("stable_uptime", _check_seconds("stable_uptime", self.stable_uptime, allow_zero=True))
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import anyio
 
+from .._errors import GatewayStartError
+from ._cgroups import CgroupLimits, GatewayCgroups
 from ._env import kernel_env
 from ._launch import DirectLauncher, Launch, Launcher, SrtLauncher
 from ._state import create_state_dir, remove_state_dir, write_kernelspec
@@ -107,7 +109,19 @@ class KernelGateway:
             and sandbox as any other, and each is handed out once.
         kernel_memory_limit: bytes of memory each ``python3`` kernel may allocate (its data
             segment, ``RLIMIT_DATA``); past it allocations raise `MemoryError` in the kernel.
-            None: no limit. At least 256 MiB.
+            It covers the kernel process's private memory only: not shared memory,
+            ``/dev/shm`` or child processes (use `memory_limit` for those). None: no limit.
+            At least 256 MiB.
+        memory_limit: bytes of memory for the gateway's whole process tree (srt, the gateway,
+            every kernel and their children, shared memory and ``/dev/shm`` included), through
+            a cgroup; past it the kernel OOM killer ends a kernel (kernels go first). Needs
+            root and a memory cgroup controller; `start()` refuses otherwise. None: no limit.
+        pids_limit: processes and threads of the whole tree (a cgroup's ``pids.max``); forks
+            past it fail with EAGAIN. Needs root and a pids controller. None: no limit.
+        sandbox_user: with ``sandbox=True`` and this process running as root, the user the
+            sandbox runs as; None: ``$KERNELBOX_SANDBOX_USER`` or ``"kernelbox-sandbox"``. The
+            sandbox never runs as root (`kernelbox.sandbox.user`). The user must exist and be
+            able to write `working_dir` and run this Python; `start()` refuses otherwise.
         restart_limit: consecutive restarts tried when the gateway process exits unexpectedly
             (0: never restart). The listening socket is kept, so clients keep the URL and
             connections made meanwhile wait in its backlog. Kernels do not survive a restart.
@@ -150,6 +164,9 @@ class KernelGateway:
         stable_uptime: float = 30.0,
         on_restart: Callable[[GatewayRestart], object] | None = None,
         listen_socket: socket.socket | None = None,
+        memory_limit: int | None = None,
+        pids_limit: int | None = None,
+        sandbox_user: str | None = None,
     ) -> None:
         if on_restart is not None and not callable(on_restart):
             raise TypeError(f"on_restart must be callable or None, not {type(on_restart).__name__}")
@@ -166,10 +183,16 @@ class KernelGateway:
             cull_interval=cull_interval, cull_connected=cull_connected, cull_busy=cull_busy,
             pool_size=pool_size, kernel_memory_limit=kernel_memory_limit,
             restart_limit=restart_limit, stable_uptime=stable_uptime,
+            memory_limit=memory_limit, pids_limit=pids_limit, sandbox_user=sandbox_user,
         )
         self._on_restart = on_restart
         self._launcher: Launcher = (
-            SrtLauncher(sandbox_config, srt_path) if self.config.sandbox else DirectLauncher()
+            SrtLauncher(sandbox_config, srt_path, self.config.sandbox_user)
+            if self.config.sandbox
+            else DirectLauncher()
+        )
+        self._cgroups = GatewayCgroups(
+            CgroupLimits(memory_bytes=self.config.memory_limit, pids=self.config.pids_limit)
         )
         self._socket: socket.socket | None = None
         self._state_dir: Path | None = None
@@ -286,9 +309,11 @@ class KernelGateway:
             RuntimeError: the gateway was already started (or stopped: create a new one).
             OSError: the listening socket cannot be bound (e.g. the port is in use), or the
                 working directory does not exist.
-            SandboxUnavailableError, SandboxConfigError: ``sandbox=True`` cannot run as asked.
+            SandboxUnavailableError, SandboxConfigError: ``sandbox=True`` cannot run as asked
+                (e.g. as root, the sandbox user is missing or cannot write `working_dir`).
             GatewayStartError: the process exited during start-up, or did not answer within
-                `startup_timeout` seconds; the message has its last log lines.
+                `startup_timeout` seconds (the message has its last log lines); or
+                `memory_limit`/`pids_limit` was asked for and cannot be enforced here.
         """
         if self._state != "new":
             raise RuntimeError(
@@ -303,6 +328,11 @@ class KernelGateway:
                 self._socket = self._listen_socket
             else:
                 self._socket = _bind_listening_socket(config.host, config.port)
+            if self._cgroups.limits.any:
+                try:
+                    self._cgroups.create()
+                except OSError as exc:
+                    raise GatewayStartError(str(exc)) from exc
             self._state_dir = create_state_dir()
             self._supervisor = Supervisor(
                 prepare=self._prepare_launch,
@@ -332,9 +362,11 @@ class KernelGateway:
         # Rewritten for every (re)start, so a changed file never outlives a restart.
         env["JUPYTER_PATH"] = str(write_kernelspec(self._state_dir, self.config.kernel_memory_limit))
         command = [*_GATEWAY_MODULE, json.dumps(self.config.gateway_app_options())]
-        return self._launcher.prepare(
+        launch = self._launcher.prepare(
             command, env=env, working_dir=self.config.resolved_working_dir, state_dir=self._state_dir
         )
+        # Outermost: joining the cgroups needs root, so before any privilege drop.
+        return Launch(self._cgroups.wrap(launch.argv), launch.env, launch.protect_from_oom)
 
     async def join(self) -> None:
         """Wait until the gateway is stopped for good: by `stop()`, or by a failure.
@@ -388,6 +420,8 @@ class KernelGateway:
                 if self._state_dir is not None:
                     await anyio.to_thread.run_sync(remove_state_dir, self._state_dir)
                     self._state_dir = None
+                if self._cgroups.paths:
+                    await anyio.to_thread.run_sync(self._cgroups.remove)
         finally:
             self._state = "stopped"
             self._stopped.set()

@@ -91,6 +91,7 @@ class McpOptions:
         connection_file: use the gateway of a running ``kernelbox serve --connection-file``
             instead of starting one.
         log_level: the gateway's log level.
+        sandbox_user, memory_limit, pids_limit: as for `KernelGateway`.
     """
 
     sandbox: bool = False
@@ -101,6 +102,9 @@ class McpOptions:
     max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES
     connection_file: Path | None = None
     log_level: str = "WARNING"
+    sandbox_user: str | None = None
+    memory_limit: int | None = None
+    pids_limit: int | None = None
 
 
 class KernelRuntime:
@@ -146,6 +150,8 @@ class KernelRuntime:
                 gateway = KernelGateway(
                     host="127.0.0.1", port=0, sandbox=options.sandbox, sandbox_config=options.sandbox_config,
                     log_level=options.log_level, env=options.env, working_dir=options.working_dir,
+                    sandbox_user=options.sandbox_user, memory_limit=options.memory_limit,
+                    pids_limit=options.pids_limit,
                 )
                 await gateway.start()
                 self._gateway = gateway
@@ -468,6 +474,9 @@ def _options_from_args(args: argparse.Namespace) -> McpOptions:
         max_output_bytes=args.max_output_bytes if args.max_output_bytes > 0 else None,
         connection_file=args.connection_file,
         log_level=args.log_level,
+        sandbox_user=args.sandbox_user,
+        memory_limit=args.memory_limit,
+        pids_limit=args.pids_limit,
     )
 
 

@@ -329,6 +329,8 @@ class SandboxLayout:
         home_dirs: the real home directories that ``~`` in a path expands to (each of them).
         runtime_dirs: what the gateway needs to run (Python installation, kernelbox, srt):
             always readable, and read-only when inside a writable path.
+        read_only_dirs: directories inside `state_dir` that the supervisor writes and kernels
+            must not (the kernelspec): read-only inside.
     """
 
     working_dir: Path
@@ -336,6 +338,7 @@ class SandboxLayout:
     settings_path: Path
     home_dirs: tuple[Path, ...]
     runtime_dirs: tuple[Path, ...] = ()
+    read_only_dirs: tuple[Path, ...] = ()
 
 
 def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> dict[str, Any]:
@@ -369,7 +372,7 @@ def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> di
     readable = writable + [str(path) for path in layout.runtime_dirs]
     filesystem["allowRead"] = _unique(filesystem["allowRead"] + readable)
     roots = [Path(_entry_path(entry)) for entry in filesystem["allowWrite"]]
-    protected = [layout.settings_path, *layout.runtime_dirs]
+    protected = [layout.settings_path, *layout.read_only_dirs, *layout.runtime_dirs]
     read_only = [str(path) for path in protected if any(_is_within(path, r) for r in roots)]
     filesystem["denyWrite"] = _unique(filesystem["denyWrite"] + read_only)
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -16,13 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._errors import SandboxConfigError
 from ._locate import find_srt, srt_package_root
 from .prerequisites import check_sandbox_prerequisites
 from .settings import SandboxLayout, effective_settings, load_sandbox_settings
+from .user import SandboxUser, check_sandbox_user, drop_privileges_argv, hand_over_state_dir
 
-__all__ = ["STATE_SUBDIRS", "SandboxLaunch", "allow_local_binding", "prepare_sandbox", "sandbox_env"]
+__all__ = [
+    "KERNELSPEC_DIR_NAME",
+    "STATE_SUBDIRS",
+    "SandboxLaunch",
+    "allow_local_binding",
+    "host_code_paths",
+    "prepare_sandbox",
+    "refuse_host_code_in",
+    "sandbox_env",
+]
 
 SETTINGS_FILE_NAME = "sandbox-settings.json"
+# The state subdirectory holding the kernelspec (written by the supervisor): read-only inside,
+# or kernel code could change how the next kernels start (and skip their hardening).
+KERNELSPEC_DIR_NAME = "jupyter"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # The per-gateway state directory's layout: subdirectory -> environment variables set to it.
@@ -34,7 +49,8 @@ STATE_SUBDIRS: dict[str, tuple[str, ...]] = {
     # srt sets TMPDIR from CLAUDE_CODE_TMPDIR inside; its default /tmp/claude may not exist.
     "tmp": ("CLAUDE_CODE_TMPDIR", "TMPDIR"),
     # `%pip install` cannot write into a read-only site-packages, and a venv ignores the user
-    # site; so pip installs here (PIP_TARGET) and the directory is on PYTHONPATH.
+    # site; so pip installs here (PIP_TARGET), and the kernel launcher puts it on the kernels'
+    # sys.path (never on the gateway's: it runs with -I).
     "site-packages": ("PIP_TARGET",),
 }
 
@@ -52,18 +68,66 @@ def sandbox_env(env: Mapping[str, str], state_dir: Path) -> dict[str, str]:
     Returns:
         A new dict: `env`, ``PATH`` (when `env` has none), and ``HOME``, ``JUPYTER_RUNTIME_DIR``,
         ``IPYTHONDIR``, ``MPLCONFIGDIR``, ``CLAUDE_CODE_TMPDIR``, ``TMPDIR``, ``PIP_TARGET``
-        pointing into `state_dir`, with ``PIP_TARGET`` first on ``PYTHONPATH``.
+        pointing into `state_dir`.
     """
     result = dict(env)
     result.setdefault("PATH", os.environ.get("PATH", os.defpath))
     for subdir, names in STATE_SUBDIRS.items():
         for name in names:
             result[name] = str(state_dir / subdir)
-    python_path = [result["PIP_TARGET"]]
-    if result.get("PYTHONPATH"):
-        python_path.append(result["PYTHONPATH"])
-    result["PYTHONPATH"] = os.pathsep.join(python_path)
     return result
+
+
+# -- what the host executes: never inside the working directory ---------------------------------
+
+
+def host_code_paths(srt: Sequence[str], env: Mapping[str, str]) -> list[Path]:
+    """Paths whose contents this host runs later, outside the sandbox.
+
+    Every ``sys.path`` entry of this interpreter (an editable install puts the checkout there;
+    a planted ``sitecustomize.py`` or ``*.pth`` would run in every later Python), the user site
+    directory (even before it exists), ``sys.prefix``/``base_prefix``, the kernelbox package,
+    the ``node_modules`` directory holding srt (node loads srt's dependencies from it, as root),
+    the node binary, and the real home directories (shell start-up files).
+    """
+    paths = [Path(entry) for entry in sys.path if entry]
+    if site.ENABLE_USER_SITE:
+        paths.append(Path(site.getusersitepackages()))
+    paths += [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _PACKAGE_DIR]
+    root = srt_package_root(srt)
+    if root is not None:
+        modules = root.parent.parent if root.parent.name.startswith("@") else root.parent
+        paths += [root, modules]
+    if len(srt) >= 2:
+        paths.append(Path(srt[0]))
+    paths += real_home_dirs(env)
+    resolved: list[Path] = []
+    for path in paths:
+        absolute = Path(os.path.realpath(path))
+        if absolute not in resolved:
+            resolved.append(absolute)
+    return resolved
+
+
+def refuse_host_code_in(working_dir: Path, srt: Sequence[str], env: Mapping[str, str]) -> None:
+    """Refuse a working directory that is, or contains, something the host executes.
+
+    Kernels can write anything in their working directory, including files that do not exist
+    yet (``usercustomize.py``, a new ``*.pth``, a module that shadows another), so protecting
+    single files is not enough: the whole directory must hold no host code.
+
+    Raises:
+        SandboxConfigError: naming the host path and the fix.
+    """
+    working_dir = Path(os.path.realpath(working_dir))
+    for path in host_code_paths(srt, env):
+        if path == working_dir or path.is_relative_to(working_dir):
+            raise SandboxConfigError(
+                f"the working directory {working_dir} contains {path}, which this host runs "
+                f"outside the sandbox (kernel code could plant code there, e.g. a "
+                f"sitecustomize.py or a module of srt's); use a dedicated directory for the "
+                f"kernels' files, e.g. {working_dir / 'workspace'} or a new directory elsewhere"
+            )
 
 
 # -- putting it together --------------------------------------------------------------------
@@ -93,6 +157,7 @@ def prepare_sandbox(
     working_dir: Path,
     state_dir: Path,
     env: Mapping[str, str],
+    user: SandboxUser | None = None,
 ) -> SandboxLaunch:
     """Validate the settings, check the machine, write the effective settings, build the launch.
 
@@ -110,14 +175,17 @@ def prepare_sandbox(
             ``home``, ``runtime``, ``ipython``, ``matplotlib``, ``tmp``, ``site-packages`` and the
             settings file ``sandbox-settings.json``.
         env: the environment the command would get unsandboxed (see `sandbox_env`).
+        user: run srt as this user (`kernelbox.sandbox.user`; a root supervisor must pass
+            one), or None to run it as this process's uid.
 
     Returns:
         The argv, environment and settings path to spawn with.
 
     Raises:
         ValueError: `command` is empty.
-        SandboxConfigError: the settings are invalid (nothing has been written or spawned).
-        SandboxUnavailableError: srt or a prerequisite is missing.
+        SandboxConfigError: the settings are invalid, or the working directory contains host
+            code or is not writable for `user` (nothing has been spawned).
+        SandboxUnavailableError: srt or a prerequisite is missing, or `user` cannot run it.
     """
     if not command:
         raise ValueError("prepare_sandbox() needs a command to run inside the sandbox")
@@ -126,7 +194,10 @@ def prepare_sandbox(
     check_sandbox_prerequisites(srt)
     working_dir = Path(working_dir).resolve()
     state_dir = Path(state_dir).resolve()
-    for subdir in STATE_SUBDIRS:
+    refuse_host_code_in(working_dir, srt, env)
+    if user is not None:
+        check_sandbox_user(user, working_dir=working_dir, srt=srt)
+    for subdir in [*STATE_SUBDIRS, KERNELSPEC_DIR_NAME]:
         (state_dir / subdir).mkdir(parents=True, exist_ok=True)
     layout = SandboxLayout(
         working_dir=working_dir,
@@ -134,6 +205,7 @@ def prepare_sandbox(
         settings_path=state_dir / SETTINGS_FILE_NAME,
         home_dirs=real_home_dirs(env),
         runtime_dirs=runtime_dirs(srt),
+        read_only_dirs=(state_dir / KERNELSPEC_DIR_NAME,),
     )
     effective = effective_settings(settings, layout)
     if sys.platform.startswith("linux"):
@@ -142,6 +214,9 @@ def prepare_sandbox(
         effective = allow_local_binding(effective)
     _write_json_atomically(layout.settings_path, effective)
     argv = [*srt, "--settings", str(layout.settings_path), "--", *command]
+    if user is not None:
+        hand_over_state_dir(user, state_dir, STATE_SUBDIRS, [layout.settings_path])
+        argv = [*drop_privileges_argv(user), *argv]
     launch_env = sandbox_env(env, state_dir)
     return SandboxLaunch(argv=argv, env=launch_env, settings_path=layout.settings_path)
 

@@ -1,0 +1,82 @@
+"""The pure and up-front parts of isolation: refusals before anything starts, and the wrappers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import kernelbox
+from kernelbox import SandboxConfigError, SandboxUnavailableError
+from kernelbox.gateway._cgroups import CgroupLimits, GatewayCgroups
+from kernelbox.gateway.config import GatewayConfig
+from kernelbox.sandbox.srt import host_code_paths, refuse_host_code_in
+from kernelbox.sandbox.user import resolve_sandbox_user
+
+CHECKOUT = Path(kernelbox.__file__).resolve().parent.parent
+FAKE_SRT = ["/usr/bin/node", "/opt/npm/node_modules/@anthropic-ai/sandbox-runtime/dist/cli.js"]
+
+
+@pytest.mark.parametrize("directory", ["/", str(CHECKOUT), sys.prefix, str(Path(kernelbox.__file__).parent)])
+def test_a_working_dir_that_holds_host_code_is_refused(directory: str) -> None:
+    with pytest.raises(SandboxConfigError, match="which this host runs outside the sandbox"):
+        refuse_host_code_in(Path(directory), FAKE_SRT, {"HOME": "/nonexistent-home"})
+
+
+def test_a_home_directory_and_srts_node_modules_are_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with pytest.raises(SandboxConfigError):
+        refuse_host_code_in(home, FAKE_SRT, {"HOME": str(home)})
+    package = tmp_path / "tools" / "node_modules" / "@anthropic-ai" / "sandbox-runtime"
+    (package / "dist").mkdir(parents=True)
+    (package / "package.json").write_text("{}")
+    srt = ["/usr/bin/node", str(package / "dist" / "cli.js")]
+    assert tmp_path / "tools" / "node_modules" in host_code_paths(srt, {})
+    with pytest.raises(SandboxConfigError):  # node loads srt's dependencies from there
+        refuse_host_code_in(tmp_path / "tools", srt, {})
+
+
+def test_a_fresh_directory_is_accepted(tmp_path: Path) -> None:
+    refuse_host_code_in(tmp_path, FAKE_SRT, {"HOME": "/nonexistent-home"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root only")
+def test_as_root_a_missing_sandbox_user_is_refused_with_the_fix() -> None:
+    with pytest.raises(SandboxUnavailableError, match="useradd --system"):
+        resolve_sandbox_user("kernelbox-no-such-user")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root only")
+def test_as_root_root_is_never_the_sandbox_user() -> None:
+    with pytest.raises(SandboxConfigError, match="never runs as root"):
+        resolve_sandbox_user("root")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="as a normal user only")
+def test_without_root_another_sandbox_user_is_refused() -> None:
+    assert resolve_sandbox_user(None) is None
+    with pytest.raises(SandboxConfigError, match="needs root"):
+        resolve_sandbox_user("root")
+
+
+def test_limits_and_the_sandbox_user_are_validated() -> None:
+    with pytest.raises(ValueError, match="sandbox=True"):
+        GatewayConfig(sandbox_user="someone")
+    with pytest.raises(ValueError, match="memory_limit"):
+        GatewayConfig(memory_limit=1024)
+    with pytest.raises(ValueError, match="pids_limit"):
+        GatewayConfig(pids_limit=3)
+    config = GatewayConfig(sandbox=True, sandbox_user="someone", memory_limit=1 << 30, pids_limit=512)
+    assert (config.memory_limit, config.pids_limit) == (1 << 30, 512)
+
+
+def test_the_cgroup_wrapper_joins_every_group_before_the_command() -> None:
+    groups = GatewayCgroups(CgroupLimits(pids=100))
+    assert groups.wrap(["srt", "x"]) == ["srt", "x"]  # no groups: unchanged
+    groups.paths = [Path("/sys/fs/cgroup/pids/kb")]
+    argv = groups.wrap(["srt", "--", "x"])
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[3:] == ["sh", "/sys/fs/cgroup/pids/kb", "--", "srt", "--", "x"]
+    assert "|| exit 125" in argv[2]
