@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit-test wheel-smoke peer-test test-isolation-unprivileged bench doctor sandbox-prereqs enterprise-gateway clean
+.PHONY: demo test lint unit-test wheel-smoke peer-test test-isolation-unprivileged bench doctor sandbox-prereqs enterprise-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ demo: $(STAMP) sandbox-prereqs
 # The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback), then
 # the packaging smoke test. (`make peer-test` runs the peer's own tests; it needs the peer's
 # test files, which its package does not ship: see tests/peer/README.md.)
-test: unit-test wheel-smoke
+test: lint unit-test wheel-smoke
+
+# ruff (with the flake8-async and blind-except rules) and mypy, strict on kernelbox/.
+lint: $(STAMP)
+	$(BIN)/ruff check kernelbox tests benchmarks examples scripts
+	$(BIN)/mypy
 
 unit-test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-logger = logging.getLogger("kernelbox.cli")
+logger = logging.getLogger("kernelbox.connection_file")
 
 __all__ = ["ConnectionInfo", "published", "read_connection_file", "remove_connection_file",
            "write_connection_file"]

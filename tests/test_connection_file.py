@@ -8,9 +8,12 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import anyio
+import anyio.abc
+import psutil
 import pytest
 
 from kernelbox import KernelClient
@@ -108,6 +111,65 @@ async def test_serve_writes_the_file_for_clients_and_removes_it_on_exit(tmp_path
             assert await process.wait() == 0
         assert not path.exists()
         assert list(path.parent.iterdir()) == []
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+
+
+async def _start_serve(tmp_path: Path, *extra: str) -> tuple[anyio.abc.Process, dict, Path]:
+    path = tmp_path / "run" / "kernelbox.json"
+    path.parent.mkdir(exist_ok=True)
+    process = await anyio.open_process(
+        [*KERNELBOX, "serve", "--port", "0", "--json", "--connection-file", str(path),
+         "--working-dir", str(tmp_path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    line = b""
+    with anyio.fail_after(60):
+        async for data in process.stdout:  # type: ignore[union-attr]
+            line += data
+            if b"\n" in line:
+                break
+    return process, json.loads(line.split(b"\n")[0]), path
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT])
+async def test_serve_cleans_up_on_every_stop_signal(tmp_path: Path, anyio_backend: str, signum: int) -> None:
+    # Before: SIGHUP/SIGQUIT left the connection file and the state directory behind.
+    before = set(Path(tempfile.gettempdir()).glob("kernelbox-gateway-*"))
+    process, printed, path = await _start_serve(tmp_path)
+    try:
+        state_dirs = set(Path(tempfile.gettempdir()).glob("kernelbox-gateway-*")) - before
+        assert state_dirs  # this server's state directory (others may appear meanwhile)
+        process.send_signal(signum)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+        assert not path.exists()
+        assert not any(d.exists() for d in state_dirs)
+        assert not psutil.pid_exists(printed["pid"]) or psutil.Process(printed["pid"]).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_serve_exits_with_one_readable_line_when_restarts_are_exhausted(tmp_path: Path, anyio_backend: str) -> None:
+    # Before: a raw ExceptionGroup traceback.
+    process, printed, path = await _start_serve(tmp_path, "--restart-limit", "0")
+    try:
+        os.kill(printed["pid"], signal.SIGKILL)
+        with anyio.fail_after(30):
+            assert await process.wait() == 1
+            stderr = b"".join([chunk async for chunk in process.stderr]).decode()  # type: ignore[union-attr]
+        assert "Traceback" not in stderr and "ExceptionGroup" not in stderr
+        fatal = [line for line in stderr.splitlines() if line.startswith("kernelbox: ")]
+        assert len(fatal) == 1 and "exited with status -9" in fatal[0], stderr
+        assert not path.exists()
     finally:
         if process.returncode is None:
             process.kill()

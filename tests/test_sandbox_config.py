@@ -6,7 +6,6 @@ No sandbox runs here; `tests/test_sandbox.py` runs the real thing.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sys
 from pathlib import Path
@@ -29,6 +28,8 @@ from kernelbox.sandbox import (
     seccomp_helper,
     check_sandbox_prerequisites,
 )
+
+pytestmark = pytest.mark.unit
 
 CREDENTIAL_STORES = [
     "~/.ssh",

@@ -14,6 +14,8 @@ from kernelbox.gateway._env import kernel_env, validate_env
 from kernelbox._errors import ExecutionError, ExecutionTimeoutError
 from kernelbox.client._results import ResultBuilder, strip_ansi
 
+pytestmark = pytest.mark.unit
+
 
 def test_public_all_is_sorted_and_complete() -> None:
     names = kernelbox.__all__

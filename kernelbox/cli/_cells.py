@@ -30,7 +30,8 @@ def split_cells(text: str) -> list[Cell]:
     skipped.
     """
     cells: list[Cell] = []
-    title, start, lines, is_code = "", 1, [], True
+    lines: list[str] = []
+    title, start, is_code = "", 1, True
 
     def flush() -> None:
         source = "\n".join(lines).strip("\n")

@@ -23,13 +23,15 @@ from . import _systemd
 from ._cells import split_cells
 from ..client.kernel_client import KernelClient
 from .._connection_file import published
-from .._errors import ExecutionError, KernelboxError
+from .._errors import ExecutionError, GatewayError, GatewayExitedError, KernelboxError
 from ..mcp import add_parser as add_mcp_parser
 from .._options import add_gateway_arguments, parse_env_assignments
 from ..gateway.gateway import KernelGateway
 from ..client._results import ExecutionResult, OutputChunk
 
 logger = logging.getLogger("kernelbox.cli")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def _gateway_from_args(
@@ -51,6 +53,7 @@ def _gateway_from_args(
         max_kernels=getattr(args, "max_kernels", None),
         cull_idle_timeout=getattr(args, "cull_idle_timeout", None),
         kernel_memory_limit=getattr(args, "kernel_memory_limit", None),
+        restart_limit=getattr(args, "restart_limit", 5),
         **extra,
         sandbox_user=args.sandbox_user,
         memory_limit=args.memory_limit,
@@ -75,6 +78,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="shut down kernels idle this long (default: never)")
     serve.add_argument("--kernel-memory-limit", type=int, metavar="BYTES",
                        help="memory each kernel may allocate; past it: MemoryError (default: none)")
+    serve.add_argument("--restart-limit", type=int, default=5, metavar="N",
+                       help="consecutive gateway restarts before serve gives up and exits 1 (default 5)")
     serve.add_argument("--connection-file", type=Path, metavar="PATH",
                        help="write {url, token, pid} to PATH (mode 0600) for other local processes; "
                             "removed on exit")
@@ -113,6 +118,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if len(sockets) > 1:
         raise ValueError(f"systemd passed {len(sockets)} sockets; kernelbox serve listens on one")
     watchdog_seconds = _systemd.watchdog_interval_seconds()
+    failure: GatewayExitedError | None = None
     with contextlib.ExitStack() as owned, _systemd.Notifier.from_environment() as notifier:
         for sock in sockets:
             owned.enter_context(sock)
@@ -127,7 +133,9 @@ async def _serve(args: argparse.Namespace) -> int:
             )
         gateway = _gateway_from_args(args, host=args.host, port=args.port, **extra)
         notifier.notify(STATUS="Starting the gateway")
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        # Every signal that asks a daemon to stop ends in the same clean stop (connection file
+        # and state directory removed, kernels stopped); SIGHUP too: there is nothing to reload.
+        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
             async with gateway, published(args.connection_file, gateway):
                 if args.json:
                     print(json.dumps({"url": gateway.url, "token": gateway.token, "pid": gateway.pid}), flush=True)
@@ -155,9 +163,13 @@ async def _serve(args: argparse.Namespace) -> int:
                         tg.start_soon(keep_watchdog_fed, watchdog_seconds)
                     try:
                         await gateway.join()
+                    except GatewayExitedError as exc:
+                        failure = exc  # raised below, outside the task group: one readable line
                     finally:
                         notifier.notify(STOPPING=1, STATUS="Stopping the gateway and its kernels")
                     tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return 0
 
 
@@ -238,14 +250,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return anyio.run(_serve, args)
         return anyio.run(_run, args)
-    except KernelboxError as exc:
-        print(f"kernelbox: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as exc:  # bad option values, a port in use, ...
-        print(f"kernelbox: {exc}", file=sys.stderr)
-        return 2
+    except BaseExceptionGroup as group:
+        leaf = _leaf(group)
+        if isinstance(leaf, (KernelboxError, ValueError, OSError)):
+            return _fatal(leaf)
+        raise
+    except (KernelboxError, ValueError, OSError) as exc:  # bad option values, a port in use, ...
+        return _fatal(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fatal(exc: BaseException) -> int:
+    """Report a fatal error on stderr; 1 for kernelbox errors, 2 for bad options and OS errors.
+
+    A gateway error is one line: the gateway's last log lines it carries were logged already.
+    Other errors print whole (a sandbox error lists each missing prerequisite with its fix).
+    """
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, GatewayError):
+        text = text.splitlines()[0]
+    print(f"kernelbox: {text}", file=sys.stderr)
+    return 1 if isinstance(exc, KernelboxError) else 2
 
 
 if __name__ == "__main__":

@@ -158,6 +158,7 @@ class KernelChannels:
         attempts = 0
         opened = False
         error: BaseException | None = None
+        ws: AsyncWebSocketSession
         try:
             while True:
                 try:

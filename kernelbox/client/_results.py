@@ -124,26 +124,29 @@ class RichOutput:
     def _get(self, mime: str) -> Any:
         return self.data.get(mime)
 
+    def _text(self, mime: str) -> str | None:
+        value = self.data.get(mime)
+        return value if isinstance(value, str) else None
+
     @property
     def text(self) -> str | None:
         """``text/plain``, the plain-text form every output should have."""
-        value = self._get("text/plain")
-        return value if isinstance(value, str) else None
+        return self._text("text/plain")
 
     @property
     def html(self) -> str | None:
         """``text/html``."""
-        return self._get("text/html")
+        return self._text("text/html")
 
     @property
     def markdown(self) -> str | None:
         """``text/markdown``."""
-        return self._get("text/markdown")
+        return self._text("text/markdown")
 
     @property
     def latex(self) -> str | None:
         """``text/latex``."""
-        return self._get("text/latex")
+        return self._text("text/latex")
 
     @property
     def json(self) -> Any:
@@ -153,7 +156,7 @@ class RichOutput:
     @property
     def svg(self) -> str | None:
         """``image/svg+xml`` source."""
-        return self._get("image/svg+xml")
+        return self._text("image/svg+xml")
 
     @property
     def png(self) -> bytes | None:
@@ -320,9 +323,7 @@ class ResultBuilder:
 
     def add_stream(self, name: str, text: str) -> OutputChunk | None:
         """Record a ``stream`` message; return the chunk to hand to the caller, if any."""
-        if not isinstance(text, str):
-            text = str(text)
-        kept = self._admit_text(text)
+        kept = self._admit_text(text if isinstance(text, str) else str(text))
         if kept is None:
             return None
         stream_name: ChunkName = "stderr" if name == "stderr" else "stdout"

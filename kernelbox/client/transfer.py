@@ -35,7 +35,7 @@ import math
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -202,7 +202,7 @@ async def _abort(client: Executor, tid: str) -> None:
             pass  # the kernel is gone or busy: nothing left to clean, or nothing we can do
 
 
-def _local_chunks(source: bytes | str | os.PathLike[str], chunk_bytes: int) -> Iterator[bytes]:
+def _local_chunks(source: bytes | str | os.PathLike[str], chunk_bytes: int) -> Generator[bytes, None, None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = memoryview(source).cast("B")
         for start in range(0, len(view), chunk_bytes):
@@ -306,7 +306,7 @@ async def upload(
         finished = finished or exc.reason not in ("local", "too_large")
         raise
     except OSError as exc:  # reading the local source
-        raise FileTransferError(f"cannot read the local file {os.fspath(source)!r}: {exc.strerror}",  # type: ignore[arg-type]
+        raise FileTransferError(f"cannot read the local file {source!r}: {exc.strerror}",
                                 path=kernel_path, reason="local") from exc
     finally:
         chunks.close()  # closes a local source file at once, even after an error

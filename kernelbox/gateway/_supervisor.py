@@ -379,7 +379,8 @@ async def terminate(process: anyio.abc.Process, timeout: float) -> None:
 def _process_tree(pid: int) -> list[psutil.Process]:
     """The descendants of `pid` (not `pid` itself: anyio reaps it)."""
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.Error:
         return []
 

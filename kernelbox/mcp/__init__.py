@@ -17,7 +17,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``mcp`` command to an argparse ``add_subparsers()`` object; return its parser."""
-    mcp = subparsers.add_parser("mcp", help="serve one stateful kernel as Model Context Protocol tools "
+    mcp: argparse.ArgumentParser = subparsers.add_parser("mcp", help="serve one stateful kernel as Model Context Protocol tools "
                                           "(needs the 'mcp' extra)")
     mcp.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio",
                      help="stdio (default; what desktop agents launch) or streamable-http")

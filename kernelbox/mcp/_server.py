@@ -25,7 +25,7 @@ import mimetypes
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,7 +179,7 @@ class KernelRuntime:
 # -- results as MCP content ------------------------------------------------------------------
 
 
-def _image_contents(paths: list[Path]) -> tuple[list[types.ImageContent], list[str]]:
+def _image_contents(paths: Sequence[Path]) -> tuple[list[types.ImageContent], list[str]]:
     contents, notes = [], []
     for path in paths:
         mime = _INLINE_IMAGE_TYPES.get(path.suffix.lower())

@@ -1,0 +1,109 @@
+"""Attacks from kernel code on the client's side: the client trusts nothing the kernel sends.
+
+Kernel code can replace kernelbox's kernel-side transfer helper and publish anything. These
+tests do exactly that, through the public API, and check that every limit and path rule is
+enforced by the client (README, "Threat model"). They need no sandbox: the client's guarantees
+are the same either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from kernelbox import FileTransferError, KernelClient
+
+pytestmark = pytest.mark.anyio
+
+HELPER = "sys.modules['_kernelbox_transfer']"
+
+
+async def _install_helper(client: KernelClient) -> None:
+    """A first, honest transfer installs the kernel-side helper that the attacks then replace."""
+    await client.upload(b"seed", "seed.txt")
+
+
+async def test_a_download_flood_past_max_bytes_is_refused(client: KernelClient) -> None:
+    with anyio.fail_after(120):
+        await _install_helper(client)
+        await client.execute(
+            "import sys, base64\n"
+            f"m = {HELPER}\n"
+            "def get(tid, chunk_bytes):\n"
+            "    m._publish({'tid': tid, 'data': base64.b64encode(b'x' * (8 << 20)).decode(), 'eof': False})\n"
+            "m.get = get"
+        )
+        with pytest.raises(FileTransferError) as info:
+            await client.download("seed.txt", max_bytes=1 << 20)
+    assert info.value.reason in ("too_large", "integrity")
+
+
+async def test_a_chunk_larger_than_asked_is_refused_even_under_max_bytes(client: KernelClient) -> None:
+    with anyio.fail_after(120):
+        await _install_helper(client)
+        await client.execute(
+            "import sys, base64\n"
+            f"m = {HELPER}\n"
+            "def get(tid, chunk_bytes):\n"
+            "    m._publish({'tid': tid, 'data': base64.b64encode(b'y' * (chunk_bytes + 1)).decode(), 'eof': False})\n"
+            "m.get = get"
+        )
+        with pytest.raises(FileTransferError) as info:
+            await client.download("seed.txt", chunk_bytes=1024, max_bytes=None)
+    assert info.value.reason == "too_large"
+
+
+async def test_a_download_redirected_outside_the_working_dir_is_refused(client: KernelClient) -> None:
+    with anyio.fail_after(120):
+        await _install_helper(client)
+        await client.execute(
+            "import sys\n"
+            f"m = {HELPER}\n"
+            "original = m.begin_download\n"
+            "m.begin_download = lambda tid, path, allow_outside, max_bytes: original(tid, '/etc/hostname', True, max_bytes)"
+        )
+        with pytest.raises(FileTransferError) as info:
+            await client.download("seed.txt")
+    assert info.value.reason == "outside"
+
+
+async def test_an_upload_reporting_a_path_outside_is_refused(client: KernelClient) -> None:
+    with anyio.fail_after(120):
+        await _install_helper(client)
+        await client.execute(
+            "import sys\n"
+            f"m = {HELPER}\n"
+            "original_commit, original_publish = m.commit_upload, m._publish\n"
+            "def commit_upload(tid, size, sha256):\n"
+            "    m._publish = lambda payload: original_publish(dict(payload, path='/etc/passwd'))\n"
+            "    try:\n"
+            "        original_commit(tid, size, sha256)\n"
+            "    finally:\n"
+            "        m._publish = original_publish\n"
+            "m.commit_upload = commit_upload"
+        )
+        with pytest.raises(FileTransferError) as info:
+            await client.upload(b"data", "inside.txt")
+    assert info.value.reason == "outside"
+
+
+async def test_rich_output_and_images_are_capped_on_the_client(client: KernelClient, tmp_path: Path) -> None:
+    # 20 displays of a 10 MiB "PNG" each: 200 MiB sent, at most the output limit kept or written.
+    code = (
+        "import base64\n"
+        "from IPython.display import publish_display_data\n"
+        "blob = base64.b64encode(b'\\x89PNG' + b'z' * (10 << 20)).decode()\n"
+        "for i in range(20):\n"
+        "    publish_display_data({'image/png': blob, 'text/plain': f'image {i}'})\n"
+        "print('done')"
+    )
+    with anyio.fail_after(180):
+        result = await client.execute(code, max_output_bytes=32 << 20)
+    assert result.truncated
+    assert result.dropped_bytes > 150 << 20
+    assert 1 <= len(result.images) <= 3
+    written = sum(path.stat().st_size for path in result.images)
+    assert written <= 32 << 20
+    assert "output truncated after" in (result.text or "")

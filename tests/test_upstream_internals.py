@@ -1,0 +1,53 @@
+"""The private parts of Kernel Gateway, Jupyter Server, jupyter_client and ipykernel that
+kernelbox's child processes override or call. If an upgrade moves one, this fails first,
+naming it, instead of the gateway misbehaving at run time. Their versions are bounded in
+pyproject.toml; raise a bound only after this passes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+# (module, class or None, attributes the child processes rely on)
+INTERNALS = [
+    ("jupyter_server.services.kernels.connection.channels", "ZMQChannelsWebsocketConnection",
+     ["connect", "_on_zmq_reply", "websocket_handler", "limit_rate", "subprotocol"]),
+    ("jupyter_server.services.kernels.kernelmanager", "MappingKernelManager",
+     ["cull_idle_timeout", "cull_interval", "cull_connected", "cull_busy", "cull_kernel_if_idle",
+      "kernel_manager_class", "_kernels", "list_kernels", "shutdown_kernel", "start_kernel"]),
+    ("kernel_gateway.services.kernels.manager", "SeedingMappingKernelManager", ["start_kernel"]),
+    ("kernel_gateway.services.kernels.manager", "KernelGatewayIOLoopKernelManager",
+     ["write_connection_file", "cleanup_connection_file", "_async_launch_kernel",
+      "_record_random_port_names", "get_connection_info", "restart_kernel", "transport_encryption"]),
+    ("kernel_gateway.gatewayapp", "KernelGatewayApp",
+     ["init_http_server", "init_signal", "_signal_stop", "_build_ssl_options", "env_process_whitelist",
+      "kernel_websocket_connection_class", "kernel_manager_class", "port_retries", "max_kernels"]),
+    ("ipykernel.kernelapp", "IPKernelApp",
+     ["init_connection_file", "write_connection_file", "cleanup_connection_file", "load_connection_info"]),
+    ("jupyter_client.connect", None, ["port_names"]),
+    ("jupyter_server._tz", None, ["utcnow"]),
+]
+
+
+@pytest.mark.parametrize(("module_name", "class_name", "names"), INTERNALS,
+                         ids=[f"{m}.{c or ''}" for m, c, _ in INTERNALS])
+def test_overridden_upstream_internals_still_exist(module_name: str, class_name: str | None, names: list[str]) -> None:
+    module = importlib.import_module(module_name)
+    owner = getattr(module, class_name) if class_name else module
+    missing = [name for name in names if not hasattr(owner, name) and name not in getattr(owner, "class_trait_names", lambda: [])()]
+    assert not missing, (
+        f"{module_name}.{class_name or ''} no longer has {missing}: kernelbox's gateway process "
+        f"(kernelbox/_child/) relies on them; adapt it before raising the version bound"
+    )
+
+
+def test_the_stream_hook_still_takes_stream_and_message() -> None:
+    from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+
+    parameters = list(inspect.signature(ZMQChannelsWebsocketConnection._on_zmq_reply).parameters)
+    assert parameters[:3] == ["self", "stream", "msg_list"], parameters
