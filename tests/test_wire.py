@@ -155,13 +155,13 @@ async def test_binary_path_splits_oversized_stream_messages_in_order(gateway: Ke
 
 
 async def test_binary_path_has_no_iopub_rate_limit(gateway: KernelGateway) -> None:
-    # 20,000 flushed prints in well under a second: far above Jupyter's 1,000 messages/s.
-    code = "for i in range(20000):\n    print(i, flush=True)"
+    # 16 MB in a fraction of a second: far above Jupyter Server's default 1 MB/s.
+    code = "import sys\nfor i in range(64):\n    sys.stdout.write(f'{i:07d}' * 32768 + '\\n')\n    sys.stdout.flush()"
     with anyio.fail_after(120):
         async with binary_session(gateway) as kernel:
             messages = await kernel.execute(code)
     assert "rate exceeded" not in stream_text(messages)
-    assert stream_text(messages) == "".join(f"{i}\n" for i in range(20000))
+    assert stream_text(messages) == "".join(f"{i:07d}" * 32768 + "\n" for i in range(64))
 
 
 LINES = 10_000

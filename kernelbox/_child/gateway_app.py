@@ -45,6 +45,7 @@ from traitlets import Float, Integer
 
 from kernelbox._child.kernel_websocket import (  # noqa: F401 - re-exported
     MAX_STREAM_MESSAGE_CHARS,
+    POOL_REFILL_ATTRIBUTE,
     POOLED_IOPUB_ATTRIBUTE,
     KernelWebsocketConnection,
     prime_pooled_kernel,
@@ -55,6 +56,9 @@ from kernelbox._child.kernel_websocket import (  # noqa: F401 - re-exported
 NoDelayWebsocketConnection = KernelWebsocketConnection
 
 KERNEL_POLL_SECONDS = 0.5
+# A handed-out kernel's replacement starts once the client has its first reply (see
+# `POOL_REFILL_ATTRIBUTE`), or after this many seconds if no client ever connects.
+POOL_REFILL_FALLBACK_SECONDS = 1.0
 
 # Variables the gateway process needs but kernels must not see.
 _PRIVATE_ENV = ("KG_AUTH_TOKEN",)
@@ -101,7 +105,10 @@ class PooledKernelManager(SeedingMappingKernelManager):
             self._pool_ids.discard(kernel_id)
             self.get_kernel(kernel_id).last_activity = utcnow()
             self.log.info("Handed out pooled kernel %s (%d ready)", kernel_id, len(self._pool))
-            self.fill_pool()
+            # Starting the replacement costs a fork and a second of CPU for its imports: on a
+            # small machine it would slow this kernel's first round trips, so it waits for them.
+            setattr(self.get_kernel(kernel_id), POOL_REFILL_ATTRIBUTE, self.fill_pool)
+            asyncio.get_running_loop().call_later(POOL_REFILL_FALLBACK_SECONDS, self.fill_pool)
             return kernel_id
         return await super().start_kernel(*args, **kwargs)
 

@@ -43,6 +43,9 @@ MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 REPLAY_WINDOW_BYTES = 16 * 1024 * 1024
 # Attributes this module sets on a pooled kernel's manager (see `prime_pooled_kernel`).
 POOLED_IOPUB_ATTRIBUTE = "kernelbox_pooled_iopub"
+# Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
+# reply has been written to a client (the pool then starts a replacement).
+POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
 _WINDOW_KEY = "kernelbox_sent"  # in Jupyter Server's per-kernel buffer record
 
 
@@ -125,6 +128,10 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             stream = self.channels[stream]
         channel = getattr(stream, "channel", None)
         self._remember(channel, outgoing_msg)
+        if channel == "shell":
+            refill = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE, None)
+            if refill is not None:
+                asyncio.get_running_loop().call_soon(refill)
         if self.subprotocol == V1_SUBPROTOCOL or not self._json_passthrough():
             return super().handle_outgoing_message(stream, outgoing_msg)
         # With rate limiting off and tracebacks allowed, the stock JSON path only parses the
