@@ -188,8 +188,9 @@ async def test_gateway_replays_a_cut_stream_so_dropping_seen_msg_ids_gives_each_
 ) -> None:
     """The gateway's side of a loss-free reconnect, with a raw client that dedups by msg_id.
 
-    Reconnecting with the same ``session_id`` gets Jupyter Server's buffer of what came while
-    disconnected, preceded by the gateway's replay window (what may not have been read).
+    Reconnecting with the same ``session_id`` and ``replay=sent`` gets Jupyter Server's buffer
+    of what came while disconnected, preceded by the gateway's replay window (what may not
+    have been read).
     """
     headers = {"Authorization": f"token {gateway.token}"}
     session = uuid.uuid4().hex
@@ -199,7 +200,8 @@ async def test_gateway_replays_a_cut_stream_so_dropping_seen_msg_ids_gives_each_
         base_url=gateway.url, headers=headers, timeout=30
     ) as http:
         kernel_id = (await http.post("/api/kernels", json={})).json()["id"]
-        url = f"ws://127.0.0.1:{proxy.port}/api/kernels/{kernel_id}/channels?session_id={session}"
+        url = (f"ws://127.0.0.1:{proxy.port}/api/kernels/{kernel_id}/channels"
+               f"?session_id={session}&replay=sent")
         kernel = None
         replied = idle = False
         with anyio.fail_after(120):
@@ -236,7 +238,7 @@ async def test_gateway_replays_a_cut_stream_so_dropping_seen_msg_ids_gives_each_
     assert_every_line_once_in_order(numbers)
 
 
-@pytest.mark.xfail(strict=True, reason="KernelClient does not yet drop replayed messages by msg_id")
+@pytest.mark.xfail(strict=True, reason="KernelClient does not yet ask for replay=sent and drop repeated msg_ids")
 async def test_websocket_cut_during_a_stream_delivers_every_line_once_in_order(
     gateway: KernelGateway, tmp_path: Path
 ) -> None:

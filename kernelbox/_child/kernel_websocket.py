@@ -14,10 +14,12 @@ Runs in the gateway process. `KernelWebsocketConnection` extends Jupyter Server'
   gone and replays them when a WebSocket with the same ``session_id`` returns
   (``MappingKernelManager.start_buffering``/``get_buffer``, ``connect()``'s ``replay``). That
   misses what was written to the old socket but never read by the client (socket buffers,
-  proxies, the client's own queue at the cut). Each connection therefore remembers the last
-  `REPLAY_WINDOW_BYTES` it sent and the replay starts with them: delivery is at least once, in
-  order, and a client that drops messages whose ``header.msg_id`` it has already seen gets
-  every message exactly once.
+  proxies, the client's own queue at the cut). A client that drops messages whose
+  ``header.msg_id`` it has already seen can opt in with the query argument
+  ``?session_id=...&replay=sent`` on every (re)connection: the connection then remembers the
+  last `REPLAY_WINDOW_BYTES` it sent and the replay starts with them, so delivery is at least
+  once and in order, and exactly once after the client's dedup. Without it, duplicates would
+  reach a client that does not expect them, so the stock replay is kept.
 - **Warm hand-out.** A kernel from the warm pool comes with its ``kernel_info`` reply cached and
   an iopub socket already subscribed, so the first WebSocket waits for no kernel round trip.
 """
@@ -41,6 +43,8 @@ MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 # 4 MiB on Linux), the client's receive buffer and anything between. Messages beyond the
 # window that were still unread at the cut are lost, as with stock Jupyter Server.
 REPLAY_WINDOW_BYTES = 16 * 1024 * 1024
+# ``?replay=sent`` on the WebSocket URL: the client drops repeated msg_ids (see above).
+REPLAY_ARGUMENT, REPLAY_SENT = "replay", "sent"
 # Attributes this module sets on a pooled kernel's manager (see `prime_pooled_kernel`).
 POOLED_IOPUB_ATTRIBUTE = "kernelbox_pooled_iopub"
 # Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
@@ -58,6 +62,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         self._sent_bytes = 0
         self._skip_nudge = False
         self._disconnected = False
+        self._replay_sent = False
 
     # -- connection set-up ----------------------------------------------------------------
 
@@ -77,10 +82,12 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     def connect(self):  # type: ignore[override]
         # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
         self.websocket_handler.set_nodelay(True)
+        self._replay_sent = self.websocket_handler.get_argument(REPLAY_ARGUMENT, "") == REPLAY_SENT
         buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
         if buffered and buffered["session_key"] == self.session_key:
             window = buffered.pop(_WINDOW_KEY, ())
-            buffered["buffer"][:0] = window
+            if self._replay_sent:
+                buffered["buffer"][:0] = window
             # The buffered channels are connected and subscribed already: nudging them would
             # only delay the replay and swallow an iopub message (stock nudge consumes one).
             self._skip_nudge = not self.multi_kernel_manager.ports_changed(self.kernel_id)
@@ -127,7 +134,8 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if isinstance(stream, str):
             stream = self.channels[stream]
         channel = getattr(stream, "channel", None)
-        self._remember(channel, outgoing_msg)
+        if self._replay_sent:
+            self._remember(channel, outgoing_msg)
         if channel == "shell":
             refill = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE, None)
             if refill is not None:
