@@ -80,7 +80,7 @@ def compute_ratios(results: Results) -> dict[str, dict[str, dict[str, float | No
 
 @dataclass(frozen=True)
 class Target:
-    """One target of issue 5.
+    """One target of issue 12 (the targets of issue 5, tightened).
 
     `check` returns (met, what was measured), or None when it was not measured; `sized`
     tells whether the run's sizes are the ones the target is stated for (a ``--quick`` run
@@ -148,13 +148,14 @@ def _stream_target(results: Results) -> tuple[bool, str] | None:
     mine = stat(results, "stream", KERNELBOX)
     floor, peer = stat(results, "stream", FLOOR), stat(results, "stream", PEER)
     vs_floor, vs_peer = ratio(mine, floor), ratio(mine, peer)
-    if mine is None or vs_floor is None or vs_peer is None:
+    if mine is None or vs_peer is None:
         return None
     entry = results["workloads"]["stream"][KERNELBOX]
     complete = bool(entry.get("complete"))
-    met = complete and vs_peer <= 1.0 and vs_floor <= 1.2
+    met = complete and vs_peer <= 0.85
     every_line = "yes" if complete else "NO"
-    return met, f"{_ms(mine)}: {vs_floor:.2f}× zmq, {vs_peer:.2f}× ipybox, every line: {every_line}"
+    zmq = f"{vs_floor:.2f}× zmq, " if vs_floor is not None else ""
+    return met, f"{_ms(mine)}: {vs_peer:.2f}× ipybox, {zmq}every line: {every_line}"
 
 
 def _concurrency_target(results: Results) -> tuple[bool, str] | None:
@@ -162,13 +163,44 @@ def _concurrency_target(results: Results) -> tuple[bool, str] | None:
     if not levels:
         return None
     top = max(levels)
-    entry = results["workloads"].get(f"concurrent_{top}", {}).get(KERNELBOX)
+    workload = results["workloads"].get(f"concurrent_{top}", {})
+    entry, floor = workload.get(KERNELBOX), workload.get(FLOOR)
+    if not entry or not entry.get("reps") or not floor or not floor.get("reps"):
+        return None
+    mine = entry["throughput_per_second"]["median"]
+    theirs = floor["throughput_per_second"]["median"]
+    vs_floor = mine / theirs if theirs else 0.0
+    return entry["lost"] == 0 and vs_floor >= 0.95, (
+        f"{top} kernels: {vs_floor:.2f}× zmq ({mine:.0f} vs {theirs:.0f} exec/s),"
+        f" {entry['lost']} lost of {entry['executions']}"
+    )
+
+
+def _gateway_cpu_target(limit: float) -> Callable[[Results], tuple[bool, str] | None]:
+    """kernelbox's gateway CPU per ``1+1`` against stock Kernel Gateway's (ipybox runs it)."""
+
+    def check(results: Results) -> tuple[bool, str] | None:
+        workload = results["workloads"].get("roundtrip", {})
+        mine = ((workload.get(KERNELBOX) or {}).get("cpu_ms_per_rep") or {}).get("gateway")
+        stock = ((workload.get(PEER) or {}).get("cpu_ms_per_rep") or {}).get("gateway")
+        if not mine or not stock:
+            return None
+        return mine / stock <= limit, f"{mine / stock:.2f}× ({mine:.2f} ms vs {stock:.2f} ms per execution)"
+
+    return check
+
+
+def _cut_stream_target(results: Results) -> tuple[bool, str] | None:
+    """A WebSocket cut mid-stream: every line once and in order (``cut_stream`` workload)."""
+    entry = results["workloads"].get("cut_stream", {}).get(KERNELBOX)
     if not entry or not entry.get("reps"):
         return None
-    throughput = entry["throughput_per_second"]["median"]
-    return entry[
-        "lost"
-    ] == 0, f"{top} kernels: {entry['lost']} lost of {entry['executions']}, {throughput:.0f} exec/s"
+    lost, repeated = entry.get("lost", 0), entry.get("repeated", 0)
+    ordered = bool(entry.get("in_order"))
+    return lost == 0 and repeated == 0 and ordered, (
+        f"{entry['lines']:,} lines, {entry['cuts']} cuts: {lost} lost, {repeated} repeated,"
+        f" in order: {'yes' if ordered else 'NO'}"
+    )
 
 
 def _runs_at_least(key: str, count: int) -> Callable[[dict[str, Any]], bool]:
@@ -177,30 +209,43 @@ def _runs_at_least(key: str, count: int) -> Callable[[dict[str, Any]], bool]:
 
 ROUND_TRIPS = _runs_at_least("runs", 200)
 
+# Issue 12 ("Wire speed"). The gateway CPU target is "at least halved"; its reference is stock
+# Kernel Gateway measured in the same run (ipybox's gateway), which is what kernelbox matched
+# before (3.7 ms vs 3.5 ms per `1+1`, 22 Nov 2026).
 TARGETS: tuple[Target, ...] = (
     Target(
-        "`1+1` round trip ≤ 1.3 × direct jupyter_client over ZMQ",
-        _at_most_times("roundtrip", KERNELBOX, FLOOR, 1.3),
+        "`1+1` round trip ≤ 1.15 × direct jupyter_client over ZMQ",
+        _at_most_times("roundtrip", KERNELBOX, FLOOR, 1.15),
         ROUND_TRIPS,
     ),
     Target(
-        "`1+1` round trip ≥ 4 × faster than ipybox",
-        _faster_by("roundtrip", KERNELBOX, PEER, 4.0),
+        "`1+1` round trip, sandboxed, ≤ 1.25 × the floor",
+        _at_most_times("roundtrip", SANDBOXED, FLOOR, 1.25),
         ROUND_TRIPS,
     ),
     Target(
-        "`1+1` round trip, sandboxed, ≤ 1.6 × the floor",
-        _at_most_times("roundtrip", SANDBOXED, FLOOR, 1.6),
+        "`1+1` round trip ≥ 5 × faster than ipybox",
+        _faster_by("roundtrip", KERNELBOX, PEER, 5.0),
         ROUND_TRIPS,
     ),
     Target(
-        "Cold start → first result ≤ 0.6 × ipybox's",
-        _at_most_times("cold_start", KERNELBOX, PEER, 0.6),
-        _runs_at_least("cold_runs", 3),
+        "Gateway CPU per `1+1` ≤ 0.5 × stock Kernel Gateway's (ipybox's gateway)",
+        _gateway_cpu_target(0.5),
+        ROUND_TRIPS,
     ),
     Target(
-        "Warm `connect()` from the pool ≤ 50 ms median",
-        _warm_connect_ms(0.050),
+        "16 concurrent kernels: throughput ≥ 0.95 × ZMQ, zero lost output",
+        _concurrency_target,
+        lambda config: max(config.get("concurrency") or [0]) >= 16,
+    ),
+    Target(
+        "100,000-line stream ≤ 0.85 × ipybox's time, every line checked",
+        _stream_target,
+        _runs_at_least("lines", 100_000),
+    ),
+    Target(
+        "Warm `connect()` from the pool ≤ 15 ms median",
+        _warm_connect_ms(0.015),
         _runs_at_least("warm_runs", 10),
     ),
     Target(
@@ -209,14 +254,13 @@ TARGETS: tuple[Target, ...] = (
         _runs_at_least("warm_runs", 10),
     ),
     Target(
-        "100,000-line stream no slower than ipybox and ≤ 1.2 × the ZMQ floor",
-        _stream_target,
-        _runs_at_least("lines", 100_000),
+        "Cold start → first result ≤ 1.8 × the ZMQ floor's",
+        _at_most_times("cold_start", KERNELBOX, FLOOR, 1.8),
+        _runs_at_least("cold_runs", 3),
     ),
     Target(
-        "16 concurrent kernels: zero lost output (throughput reported)",
-        _concurrency_target,
-        lambda config: max(config.get("concurrency") or [0]) >= 16,
+        "WebSocket cut during a 10,000-line stream: every line once, in order",
+        _cut_stream_target,
     ),
 )
 
@@ -337,7 +381,7 @@ def _targets_table(results: Results) -> list[str]:
     rows = [
         [row["target"], marks[row["status"]], row["measured"] or DASH] for row in results["targets"]
     ]
-    return _table("Targets (issue 5)", ["target", "status", "measured"], rows)
+    return _table("Targets (issue 12)", ["target", "status", "measured"], rows)
 
 
 def _timed_table(results: Results, workload: str, title: str) -> list[str]:

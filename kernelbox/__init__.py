@@ -5,7 +5,9 @@ client (`KernelClient`) that creates IPython kernels, executes code statefully, 
 as it is produced and saves generated images to disk.
 """
 
-from .client.kernel_client import KernelClient
+import importlib as _importlib
+import typing as _typing
+
 from ._errors import (
     AuthenticationError,
     ClientError,
@@ -24,8 +26,34 @@ from ._errors import (
     SandboxError,
     SandboxUnavailableError,
 )
-from .gateway.gateway import GatewayRestart, KernelGateway
-from .client._results import ExecutionResult, OutputChunk, RichOutput
+
+if _typing.TYPE_CHECKING:
+    from .client._results import ExecutionResult, OutputChunk, RichOutput
+    from .client.kernel_client import KernelClient
+    from .gateway.gateway import GatewayRestart, KernelGateway
+
+# Imported on first use: the gateway process imports this package (for kernelbox._child) and
+# needs neither the client (httpx, httpx-ws: ~40 % of its import time) nor the supervisor.
+_LAZY = {
+    "ExecutionResult": ".client._results",
+    "OutputChunk": ".client._results",
+    "RichOutput": ".client._results",
+    "KernelClient": ".client.kernel_client",
+    "GatewayRestart": ".gateway.gateway",
+    "KernelGateway": ".gateway.gateway",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

@@ -65,7 +65,7 @@ def test_quick_run_checks_output_completeness(quick_run: tuple[dict, Path]) -> N
 def test_quick_run_records_memory_machine_and_targets(quick_run: tuple[dict, Path]) -> None:
     results, _ = quick_run
     for system in SYSTEMS:
-        assert results["workloads"]["rss"][system]["kernel_rss_bytes"]["median"] > 0
+        assert results["workloads"]["rss"][system]["kernel_rss_bytes"]["median"] > 0, (system, results["workloads"]["rss"][system])
     assert results["workloads"]["rss"]["kernelbox"]["gateway_rss_bytes"]["median"] > 0
     machine = results["machine"]
     assert machine["logical_cores"] >= 1 and machine["memory_bytes"] > 0 and machine["python"]
@@ -89,7 +89,7 @@ def test_quick_run_measures_the_warm_pool_or_says_it_is_missing(
 def test_quick_run_writes_markdown_and_chart(quick_run: tuple[dict, Path]) -> None:
     _, out = quick_run
     markdown = (out / "latest.md").read_text()
-    assert "## Targets (issue 5)" in markdown and "| kernelbox |" in markdown
+    assert "## Targets (issue 12)" in markdown and "| kernelbox |" in markdown
     assert (out / "latest.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
@@ -130,7 +130,7 @@ def test_targets_are_judged_only_at_the_issues_sizes() -> None:
     medians = {"roundtrip": {"zmq": 0.006, "kernelbox": 0.007, "ipybox": 0.045}}
     full = {row["target"]: row for row in evaluate_targets(_synthetic(medians, {"runs": 200}))}
     quick = {row["target"]: row for row in evaluate_targets(_synthetic(medians, {"runs": 5}))}
-    name = "`1+1` round trip ≤ 1.3 × direct jupyter_client over ZMQ"
-    assert full[name]["status"] == "met" and "1.17×" in full[name]["measured"]
+    name = "`1+1` round trip ≤ 1.15 × direct jupyter_client over ZMQ"
+    assert full[name]["status"] == "missed" and "1.17×" in full[name]["measured"]
     assert quick[name]["status"] == "below target size"
-    assert full["`1+1` round trip, sandboxed, ≤ 1.6 × the floor"]["status"] == "not measured"
+    assert full["`1+1` round trip, sandboxed, ≤ 1.25 × the floor"]["status"] == "not measured"

@@ -18,7 +18,8 @@ import psutil
 
 ChunkCallback = Callable[[str], None]
 
-KERNEL_PROCESS_MARKER = "ipykernel_launcher"
+# Stock kernelspecs run ipykernel_launcher; kernelbox's runs its own launcher module.
+KERNEL_PROCESS_MARKERS = ("ipykernel_launcher", "kernelbox._child.kernel_launcher")
 
 
 @dataclass
@@ -122,8 +123,8 @@ def process_tree(root_pid: int) -> list[psutil.Process]:
 
 
 def is_kernel_process(process: psutil.Process) -> bool:
-    """Whether `process` is an IPython kernel (its command line runs ipykernel_launcher)."""
+    """Whether `process` is an IPython kernel (by the launcher module on its command line)."""
     try:
-        return any(KERNEL_PROCESS_MARKER in part for part in process.cmdline())
+        return any(marker in part for part in process.cmdline() for marker in KERNEL_PROCESS_MARKERS)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False

@@ -9,7 +9,9 @@ The client offers the binary ``v1.kernel.websocket.jupyter.org`` subprotocol and
 the legacy JSON framing when the server does not pick it (older Jupyter Server, Enterprise
 Gateway 3). When the connection drops while the kernel lives, it reconnects with the same
 session id: Jupyter Server buffers the session's messages while it is away and replays them
-(``ZMQChannelsWebsocketConnection`` and ``MappingKernelManager.start_buffering``).
+(``ZMQChannelsWebsocketConnection`` and ``MappingKernelManager.start_buffering``); kernelbox's
+gateway also replays what it had sent just before the drop (``replay=sent``, see
+`kernelbox._child.kernel_websocket`), and `Execution` drops repeats by ``msg_id``.
 """
 
 from __future__ import annotations
@@ -93,7 +95,10 @@ class KernelChannels:
         kernel_gone: Callable[[], Awaitable[bool]],
     ) -> None:
         self._http = http
-        self.url = f"{ws_base_url}/api/kernels/{quote(kernel_id)}/channels?session_id={session_id}"
+        # replay=sent: kernelbox's gateway then also replays what it sent just before a drop
+        # (delivery at least once; executions drop repeated msg_ids, so exactly once). Other
+        # servers ignore the argument and replay only what they buffered while disconnected.
+        self.url = f"{ws_base_url}/api/kernels/{quote(kernel_id)}/channels?session_id={session_id}&replay=sent"
         self.kernel_id = kernel_id
         self._ping_interval = ping_interval
         self._on_message = on_message

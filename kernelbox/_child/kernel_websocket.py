@@ -1,0 +1,330 @@
+"""The gateway's kernel WebSocket: no Nagle delay, both wire formats fast, loss-free reconnects.
+
+Runs in the gateway process. `KernelWebsocketConnection` extends Jupyter Server's
+``ZMQChannelsWebsocketConnection`` (``jupyter_server/services/kernels/connection/channels.py``):
+
+- **No Nagle delay.** ``TCP_NODELAY`` on every kernel WebSocket; stock Kernel Gateway leaves
+  Nagle on and every execution pays a ~40 ms delayed-ACK stall.
+- **Both subprotocols.** A client offering ``v1.kernel.websocket.jupyter.org`` gets the binary
+  framing (Jupyter Server's ``select_subprotocol``; Kernel Gateway's handler inherits it), where
+  ZMQ frames pass through untouched. The legacy JSON text format is spliced from the raw
+  frames instead of being parsed and re-encoded (`splice_json_message`).
+- **Bounded stream messages** on both formats (`split_stream_message`, `split_stream_frames`).
+- **Loss-free reconnects.** Jupyter Server buffers a session's messages while its WebSocket is
+  gone and replays them when a WebSocket with the same ``session_id`` returns
+  (``MappingKernelManager.start_buffering``/``get_buffer``, ``connect()``'s ``replay``). That
+  misses what was written to the old socket but never read by the client (socket buffers,
+  proxies, the client's own queue at the cut). A client that drops messages whose
+  ``header.msg_id`` it has already seen can opt in with the query argument
+  ``?session_id=...&replay=sent`` on every (re)connection: the connection then remembers the
+  last `REPLAY_WINDOW_BYTES` it sent and the replay starts with them, so delivery is at least
+  once and in order, and exactly once after the client's dedup. Without it, duplicates would
+  reach a client that does not expect them, so the stock replay is kept.
+- **Warm hand-out.** A kernel from the warm pool comes with its ``kernel_info`` reply cached and
+  an iopub socket already subscribed, so the first WebSocket waits for no kernel round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import hmac
+import json
+from typing import Any
+
+import zmq
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from tornado.websocket import WebSocketClosedError
+
+V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+MAX_STREAM_MESSAGE_CHARS = 256 * 1024
+# What a cut may leave unread at the client: the gateway's socket send buffer (tcp_wmem max,
+# 4 MiB on Linux), the client's receive buffer and anything between. Messages beyond the
+# window that were still unread at the cut are lost, as with stock Jupyter Server.
+REPLAY_WINDOW_BYTES = 16 * 1024 * 1024
+# ``?replay=sent`` on the WebSocket URL: the client drops repeated msg_ids (see above).
+REPLAY_ARGUMENT, REPLAY_SENT = "replay", "sent"
+# Attributes this module sets on a pooled kernel's manager (see `prime_pooled_kernel`).
+POOLED_IOPUB_ATTRIBUTE = "kernelbox_pooled_iopub"
+# Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
+# reply has been written to a client (the pool then starts a replacement).
+POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
+_WINDOW_KEY = "kernelbox_sent"  # in Jupyter Server's per-kernel buffer record
+
+
+class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
+    """Kernel WebSocket connection; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sent: collections.deque[tuple[str, list[bytes]]] = collections.deque()
+        self._sent_bytes = 0
+        self._skip_nudge = False
+        self._disconnected = False
+        self._replay_sent = False
+
+    # -- connection set-up ----------------------------------------------------------------
+
+    async def _register_session(self) -> None:
+        # A client reconnecting after a silent network death finds its old connection still
+        # open. Stock Jupyter Server only asks the old socket to close, so the old connection
+        # keeps taking messages and writing them to a dead socket until that close completes,
+        # and the new one starts fresh: both lose output. Retire it now, so it starts
+        # buffering (with its replay window) before this connection looks for the buffer.
+        stale = self._open_sessions.get(f"{self.kernel_id}:{self.session.session}")
+        connection = getattr(stale, "connection", None)
+        if isinstance(connection, KernelWebsocketConnection):
+            connection.disconnect()
+            stale.close()
+        await super()._register_session()
+
+    def connect(self):  # type: ignore[override]
+        # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
+        self.websocket_handler.set_nodelay(True)
+        self._replay_sent = self.websocket_handler.get_argument(REPLAY_ARGUMENT, "") == REPLAY_SENT
+        buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
+        if buffered and buffered["session_key"] == self.session_key:
+            window = buffered.pop(_WINDOW_KEY, ())
+            if self._replay_sent:
+                buffered["buffer"][:0] = window
+            # The buffered channels are connected and subscribed already: nudging them would
+            # only delay the replay and swallow an iopub message (stock nudge consumes one).
+            self._skip_nudge = not self.multi_kernel_manager.ports_changed(self.kernel_id)
+        return super().connect()
+
+    def create_stream(self) -> None:
+        iopub = getattr(self.kernel_manager, POOLED_IOPUB_ATTRIBUTE, None)
+        if iopub is None or iopub.closed():
+            return super().create_stream()
+        # A pooled kernel's first connection: its iopub socket subscribed while it waited in
+        # the pool, so the kernel_info "nudge" that proves a fresh subscription is not needed.
+        delattr(self.kernel_manager, POOLED_IOPUB_ATTRIBUTE)
+        _discard_pending(iopub)
+        iopub.channel = "iopub"
+        self.channels["iopub"] = iopub
+        identity = self.session.bsession
+        for channel in ("shell", "control", "stdin"):
+            stream = getattr(self.kernel_manager, "connect_" + channel)(identity=identity)
+            stream.channel = channel
+            self.channels[channel] = stream
+        self._skip_nudge = True
+
+    def nudge(self):  # type: ignore[override]
+        if self._skip_nudge:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return super().nudge()
+
+    def disconnect(self):  # type: ignore[override]
+        if self._disconnected:  # retired early by a reconnecting client (see above)
+            return None
+        self._disconnected = True
+        result = super().disconnect()
+        buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
+        if buffered and buffered["session_key"] == self.session_key and self._sent:
+            buffered[_WINDOW_KEY] = list(self._sent)
+        self._sent.clear()
+        return result
+
+    # -- kernel to client -----------------------------------------------------------------
+
+    def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
+        if isinstance(stream, str):
+            stream = self.channels[stream]
+        channel = getattr(stream, "channel", None)
+        if self._replay_sent:
+            self._remember(channel, outgoing_msg)
+        if channel == "shell":
+            refill = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE, None)
+            if refill is not None:
+                asyncio.get_running_loop().call_soon(refill)
+        if self.subprotocol == V1_SUBPROTOCOL or not self._json_passthrough():
+            return super().handle_outgoing_message(stream, outgoing_msg)
+        # With rate limiting off and tracebacks allowed, the stock JSON path only parses the
+        # frames and encodes them again; splice them into the JSON text instead.
+        if stream.closed():
+            self.log.warning("zmq message arrived on closed channel")
+            self.disconnect()
+            return None
+        _idents, msg_list = self.session.feed_identities(outgoing_msg)
+        if len(msg_list) != 5:  # binary buffers (widgets): the stock binary message format
+            return super().handle_outgoing_message(stream, outgoing_msg)
+        if not self._signature_ok(msg_list):
+            self.log.critical("Message with a bad signature on %s: dropped", channel)
+            return None
+        frames = msg_list[1:]
+        header = self.session.unpack(frames[0])
+        if not str(header.get("version", "")).startswith("5."):  # needs the protocol adapter
+            return super().handle_outgoing_message(stream, outgoing_msg)
+        parts = split_stream_frames(frames, MAX_STREAM_MESSAGE_CHARS, self.session.pack, self.session.unpack)
+        for part in parts:
+            if len(parts) > 1:
+                header = self.session.unpack(part[0])
+            self.write_message(splice_json_message(part, channel or "", header))
+        return None
+
+    def write_message(self, message: bytes | str, binary: bool = False) -> None:  # type: ignore[override]
+        """Write to the WebSocket; a write racing its close is dropped (the replay has it)."""
+        try:
+            written = self.websocket_handler.write_message(message, binary=binary)
+        except WebSocketClosedError:
+            self.log.debug("Kernel %s WebSocket closed; message not written", self.kernel_id)
+            return
+        written.add_done_callback(_retrieve_exception)
+
+    def _json_passthrough(self) -> bool:
+        return not self.limit_rate and self.multi_kernel_manager.allow_tracebacks
+
+    def _signature_ok(self, msg_list: list[bytes]) -> bool:
+        if self.session.auth is None:
+            return True
+        return bool(msg_list[0]) and hmac.compare_digest(msg_list[0], self.session.sign(msg_list[1:5]))
+
+    def _remember(self, channel: str | None, msg_list: list[Any]) -> None:
+        self._sent.append((channel or "", msg_list))
+        self._sent_bytes += sum(len(part) for part in msg_list)
+        while self._sent_bytes > REPLAY_WINDOW_BYTES and len(self._sent) > 1:
+            _channel, old = self._sent.popleft()
+            self._sent_bytes -= sum(len(part) for part in old)
+
+    def _on_zmq_reply(self, stream: Any, msg_or_list: Any) -> None:
+        if isinstance(msg_or_list, list):  # the binary subprotocol: frames after the signature
+            parts = split_stream_frames(
+                msg_or_list, MAX_STREAM_MESSAGE_CHARS, self.session.pack, self.session.unpack
+            )
+        else:
+            parts = split_stream_message(msg_or_list, MAX_STREAM_MESSAGE_CHARS)
+        for part in parts:
+            super()._on_zmq_reply(stream, part)
+
+
+def _retrieve_exception(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()  # a write cut off by the close: expected, and replayed on reconnect
+
+
+def splice_json_message(frames: list[bytes], channel: str, header: dict[str, Any]) -> bytes:
+    """The legacy JSON text of a message, built from its packed frames without re-encoding.
+
+    Gives what Jupyter Server's ``_reserialize_reply`` gives (``header``, ``msg_id``,
+    ``msg_type``, ``parent_header``, ``metadata``, ``content``, ``buffers``, ``channel``) for a
+    message without binary buffers; `header` is ``frames[0]`` parsed. The keys this function owns come after the kernel's frames: JSON parsers keep the last of
+    duplicate keys, so a malformed frame cannot replace them.
+    """
+    tail = _json_tail(channel, header.get("msg_id"), header.get("msg_type"))
+    return b"".join((
+        b'{"header":', frames[0], b',"parent_header":', frames[1], b',"metadata":', frames[2],
+        b',"content":', frames[3], tail,
+    ))
+
+
+def _json_tail(channel: str, msg_id: Any, msg_type: Any) -> bytes:
+    return (
+        ',"msg_id":%s,"msg_type":%s,"buffers":[],"channel":%s}'
+        % (json.dumps(msg_id), json.dumps(msg_type), json.dumps(channel))
+    ).encode()
+
+
+def _discard_pending(stream: Any) -> None:
+    """Drop what a pooled iopub socket received while it waited (pool start-up chatter)."""
+    while True:
+        try:
+            stream.socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+def split_stream_message(msg: Any, max_chars: int) -> list[Any]:
+    """Split a deserialized ``stream`` message whose text is longer than `max_chars`.
+
+    The pieces keep the parent and get the ids ``<msg_id>.0``, ``<msg_id>.1``, ... (unique and
+    the same on every replay, so a client can drop repeats by ``msg_id``).
+    """
+    if not isinstance(msg, dict) or msg.get("msg_type") != "stream":
+        return [msg]
+    text = msg.get("content", {}).get("text", "")
+    if len(text) <= max_chars:
+        return [msg]
+    parts = []
+    for index, start in enumerate(range(0, len(text), max_chars)):
+        header = dict(msg["header"], msg_id=f"{msg['header']['msg_id']}.{index}")
+        content = dict(msg["content"], text=text[start : start + max_chars])
+        parts.append(dict(msg, header=header, msg_id=header["msg_id"], content=content))
+    return parts
+
+
+def split_stream_frames(frames: list[bytes], max_chars: int, pack: Any, unpack: Any) -> list[list[bytes]]:
+    """`split_stream_message` for raw frames ``[header, parent, metadata, content, *buffers]``.
+
+    Only a content frame longer than `max_chars` bytes can hold that many characters (JSON
+    never takes fewer bytes than characters), so every other message passes unparsed.
+    """
+    if len(frames) < 4 or len(frames[3]) <= max_chars:
+        return [frames]
+    header = unpack(frames[0])
+    if header.get("msg_type") != "stream":
+        return [frames]
+    content = unpack(frames[3])
+    text = content.get("text", "")
+    if len(text) <= max_chars:
+        return [frames]
+    return [
+        [
+            pack(dict(header, msg_id=f"{header['msg_id']}.{index}")),
+            frames[1],
+            frames[2],
+            pack(dict(content, text=text[start : start + max_chars])),
+            *frames[4:],
+        ]
+        for index, start in enumerate(range(0, len(text), max_chars))
+    ]
+
+
+async def prime_pooled_kernel(kernel_manager: Any, timeout: float, retry_seconds: float = 0.2) -> None:
+    """Wait until a pooled kernel answers, and prepare its first WebSocket connection.
+
+    Sends ``kernel_info_request`` on a transient shell socket (again every `retry_seconds`)
+    until the reply has come *and* a fresh iopub socket has received a message, which proves
+    its subscription is live (ZMQ subscriptions take effect asynchronously). The reply is
+    cached where Jupyter Server looks for it (``kernel_manager._kernel_info_future``) and the
+    iopub socket is kept for `KernelWebsocketConnection.create_stream`.
+
+    Raises:
+        TimeoutError: no reply and iopub message within `timeout` seconds.
+    """
+    session = kernel_manager.session
+    loop = asyncio.get_running_loop()
+    info: asyncio.Future[dict[str, Any]] = loop.create_future()
+    heard: asyncio.Future[None] = loop.create_future()
+
+    def on_shell(msg_list: list[bytes]) -> None:
+        _idents, parts = session.feed_identities(msg_list)
+        message = session.deserialize(parts)
+        if message["msg_type"] == "kernel_info_reply" and not info.done():
+            info.set_result(message["content"])
+
+    def on_iopub(_msg_list: list[bytes]) -> None:
+        if not heard.done():
+            heard.set_result(None)
+
+    shell = kernel_manager.connect_shell()
+    iopub = kernel_manager.connect_iopub()
+    shell.on_recv(on_shell)
+    iopub.on_recv(on_iopub)
+    try:
+        async with asyncio.timeout(timeout):
+            while not (info.done() and heard.done()):
+                session.send(shell, "kernel_info_request")
+                await asyncio.wait({info, heard}, timeout=retry_seconds)
+    except BaseException:
+        iopub.close()
+        raise
+    finally:
+        shell.close()
+    iopub.stop_on_recv()
+    cached: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+    cached.set_result(info.result())
+    kernel_manager._kernel_info_future = cached
+    setattr(kernel_manager, POOLED_IOPUB_ATTRIBUTE, iopub)
