@@ -16,7 +16,7 @@ import logging
 import statistics
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from httpx_ws import aconnect_ws
@@ -29,7 +29,7 @@ V1 = "v1.kernel.websocket.jupyter.org"
 
 def _kernel_info(session: str, binary: bool) -> tuple[str, str | bytes]:
     header = {"msg_id": uuid.uuid4().hex, "msg_type": "kernel_info_request", "session": session,
-              "username": "probe", "date": datetime.now(timezone.utc).isoformat(), "version": "5.3"}
+              "username": "probe", "date": datetime.now(UTC).isoformat(), "version": "5.3"}
     if not binary:
         message = {"header": header, "parent_header": {}, "metadata": {}, "content": {},
                    "channel": "shell", "buffers": []}
@@ -89,7 +89,7 @@ async def main() -> None:
                 await client.connect()
                 whole.append((time.perf_counter() - t0) * 1e3)
                 await client.disconnect()
-    for name, column in zip(("POST", "upgrade", "kernel_info", "raw total"), zip(*raw)):
+    for name, column in zip(("POST", "upgrade", "kernel_info", "raw total"), zip(*raw, strict=True), strict=True):
         print(f"{name:12s} median {statistics.median(column):6.1f} ms  min {min(column):6.1f} ms")
     print(f"{'connect()':12s} median {statistics.median(whole):6.1f} ms  min {min(whole):6.1f} ms")
 

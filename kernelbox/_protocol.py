@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PROTOCOL_VERSION = "5.3"
@@ -38,7 +38,7 @@ def new_message(
             "msg_type": msg_type,
             "session": session,
             "username": _USERNAME,
-            "date": datetime.now(timezone.utc).isoformat(),
+            "date": datetime.now(UTC).isoformat(),
             "version": PROTOCOL_VERSION,
         },
         "parent_header": {},

@@ -11,7 +11,6 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-
 from helpers.processes import first_line
 
 from kernelbox import KernelClient

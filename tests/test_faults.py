@@ -14,9 +14,9 @@ import anyio
 import httpx
 import psutil
 import pytest
-
 from helpers.processes import alive, first_line, survivors_after
 from helpers.proxy import cuttable_proxy
+
 from kernelbox import (
     ClientError,
     ExecutionError,
@@ -54,7 +54,7 @@ async def test_kernel_death_mid_execution_raises_promptly_and_reset_recovers(
         }[how]
         started = None
         with pytest.raises(KernelDiedError):
-            async for item in client.stream(code, timeout=30):
+            async for _ in client.stream(code, timeout=30):
                 if started is None:  # 'working' arrived: the kernel is mid-execution
                     started = time.monotonic()
                     if how == "SIGKILL":

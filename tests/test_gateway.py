@@ -11,8 +11,8 @@ import anyio
 import httpx
 import psutil
 import pytest
-
 from conftest import INJECTED_ENV, PARENT_SECRET_NAME, PARENT_SECRET_VALUE
+
 from kernelbox import (
     AuthenticationError,
     GatewayConnectionError,
@@ -106,7 +106,7 @@ async def test_execute_before_connect_and_after_disconnect(gateway: KernelGatewa
     with pytest.raises(NotConnectedError):
         await client.execute("1")
     with pytest.raises(NotConnectedError):
-        client.kernel_id
+        _ = client.kernel_id
     with anyio.fail_after(30):
         await client.connect()
         await client.disconnect()

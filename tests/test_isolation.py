@@ -23,9 +23,9 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.sandbox_dirs import sandbox_work_dir
 
 import kernelbox
-from helpers.sandbox_dirs import sandbox_work_dir
 from kernelbox import GatewayStartError, KernelboxError, KernelClient, KernelGateway, SandboxUnavailableError
 from kernelbox.gateway._cgroups import cgroup_support
 from kernelbox.sandbox import check_sandbox_prerequisites, find_srt

@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-
 from helpers.sandbox_dirs import sandbox_work_dir
-from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
 from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
+
+from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
 START_TIMEOUT_SECONDS = 90.0
@@ -108,9 +108,9 @@ async def test_a_crashed_kernel_is_replaced_with_new_ports(gateway: KernelGatewa
 
 
 def test_the_kernelspec_declares_curve_and_reads_stdin(tmp_path: Path) -> None:
-    from kernelbox.gateway._state import write_kernelspec
-
     import json
+
+    from kernelbox.gateway._state import write_kernelspec
 
     data_dir = write_kernelspec(tmp_path, memory_limit=None)
     spec = json.loads((data_dir / "kernels" / "python3" / "kernel.json").read_text())

@@ -64,7 +64,7 @@ class Tls:
 
 def make_tls(directory: Path) -> Tls:
     """A private CA and a server certificate it signed for 127.0.0.1 and localhost."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -25,8 +25,8 @@ import anyio
 import anyio.abc
 import psutil
 import pytest
-
 from helpers.sandbox_dirs import sandbox_work_dir
+
 from kernelbox import ExecutionResult, KernelClient, KernelGateway, SandboxUnavailableError
 from kernelbox.cli._doctor import doctor
 from kernelbox.sandbox import (

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from kernelbox import SandboxConfigError, SandboxUnavailableError
-from kernelbox.sandbox import _locate, srt as _srt
 from kernelbox.cli._doctor import _judge_probe
 from kernelbox.sandbox import (
     SandboxLayout,
+    _locate,
     allow_local_binding,
+    check_sandbox_prerequisites,
     effective_settings,
     find_srt,
     load_sandbox_settings,
@@ -26,8 +27,8 @@ from kernelbox.sandbox import (
     preset_names,
     sandbox_env,
     seccomp_helper,
-    check_sandbox_prerequisites,
 )
+from kernelbox.sandbox import srt as _srt
 
 pytestmark = pytest.mark.unit
 

@@ -16,12 +16,11 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-
 from helpers.processes import alive, first_line, survivors_after
 from helpers.sandbox_dirs import sandbox_work_dir
+from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 
 from kernelbox import ExecutionTimeoutError, KernelClient, KernelDiedError, KernelGateway
-from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
 HELPERS = Path(__file__).parent / "helpers"

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from helpers.processes import first_line
 
 from kernelbox import KernelClient

@@ -9,8 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernelbox import KernelClient
-from kernelbox import FileTransferError
+from kernelbox import FileTransferError, KernelClient
 from kernelbox.client.transfer import MAX_CHUNK_BYTES, build_cell
 
 TIMEOUT = 60

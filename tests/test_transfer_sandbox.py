@@ -8,12 +8,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers.sandbox_dirs import sandbox_work_dir
 from mcp import Client, StdioServerParameters, types
 
-from helpers.sandbox_dirs import sandbox_work_dir
-from kernelbox import KernelClient, KernelGateway, SandboxUnavailableError
+from kernelbox import FileTransferError, KernelClient, KernelGateway, SandboxUnavailableError
 from kernelbox.sandbox import check_sandbox_prerequisites, find_srt
-from kernelbox import FileTransferError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
 TIMEOUT = 90

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import kernelbox
-from kernelbox.cli._cells import split_cells
-from kernelbox.gateway._env import kernel_env, validate_env
 from kernelbox._errors import ExecutionError, ExecutionTimeoutError
+from kernelbox.cli._cells import split_cells
 from kernelbox.client._results import ResultBuilder, strip_ansi
+from kernelbox.gateway._env import kernel_env, validate_env
 
 pytestmark = pytest.mark.unit
 

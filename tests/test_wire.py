@@ -15,16 +15,16 @@ import struct
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from helpers.proxy import cuttable_proxy
 from httpx_ws import aconnect_ws
 
-from helpers.proxy import cuttable_proxy
 from kernelbox import KernelClient, KernelGateway
 from kernelbox._child.gateway_app import MAX_STREAM_MESSAGE_CHARS
 
@@ -45,7 +45,7 @@ def decode_v1(data: bytes) -> tuple[str, list[bytes]]:
     (count,) = struct.unpack_from("<Q", data)
     offsets = struct.unpack_from(f"<{count}Q", data, 8)
     channel = data[offsets[0] : offsets[1]].decode()
-    return channel, [data[a:b] for a, b in zip(offsets[1:], offsets[2:])]
+    return channel, [data[a:b] for a, b in zip(offsets[1:], offsets[2:], strict=False)]
 
 
 class BinaryKernelSession:
@@ -58,7 +58,7 @@ class BinaryKernelSession:
     async def request(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
         header = {
             "msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": self.session,
-            "username": "test", "date": datetime.now(timezone.utc).isoformat(), "version": "5.3",
+            "username": "test", "date": datetime.now(UTC).isoformat(), "version": "5.3",
         }
         frames = [json.dumps(part).encode() for part in (header, {}, {}, content)]
         await self.ws.send_bytes(encode_v1(channel, frames))
@@ -70,7 +70,7 @@ class BinaryKernelSession:
             return await self.request(msg_type, content)
         header = {
             "msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": self.session,
-            "username": "test", "date": datetime.now(timezone.utc).isoformat(), "version": "5.3",
+            "username": "test", "date": datetime.now(UTC).isoformat(), "version": "5.3",
         }
         await self.ws.send_text(json.dumps({"header": header, "parent_header": {}, "metadata": {},
                                             "content": content, "channel": "shell"}))

@@ -47,18 +47,17 @@ from typing import Any
 # the gateway validates that format, so the import is refused (jsonschema skips the check).
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
-from kernel_gateway.gatewayapp import KernelGatewayApp
 from jupyter_client.connect import port_names
+from jupyter_server._tz import utcnow
+from kernel_gateway.gatewayapp import KernelGatewayApp
 from kernel_gateway.services.kernels.manager import (
     KernelGatewayIOLoopKernelManager,
     SeedingMappingKernelManager,
 )
 from tornado import httpserver
-from jupyter_server._tz import utcnow
 from traitlets import Float, Integer, default
 
 from kernelbox._child._hardening import join_new_session_keyring, make_undumpable
-
 from kernelbox._child.kernel_websocket import (  # noqa: F401 - re-exported
     MAX_STREAM_MESSAGE_CHARS,
     POOL_REFILL_ATTRIBUTE,
@@ -91,6 +90,8 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
     information down a new pipe. jupyter_client's own ``stdin=PIPE`` cannot be used: its
     ``launch_kernel`` closes that pipe before returning.
     """
+
+    _connection_file_written: bool
 
     def write_connection_file(self, **kwargs: Any) -> None:
         """Choose free ports for those still 0 (as jupyter_client would), and write nothing."""

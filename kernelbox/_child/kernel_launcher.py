@@ -27,7 +27,7 @@ import json
 import os
 import resource
 import sys
-from typing import Any
+from typing import Any, cast
 
 from kernelbox._child._hardening import (
     LandlockUnavailableError,
@@ -105,7 +105,7 @@ def _start_private_kernel(info: dict[str, Any]) -> None:
         """ipykernel with its connection info given in memory; it writes no connection file."""
 
         def init_connection_file(self) -> None:
-            self.load_connection_info(info)
+            self.load_connection_info(cast(Any, info))
 
         def write_connection_file(self, **kwargs: Any) -> None:
             pass

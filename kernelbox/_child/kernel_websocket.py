@@ -31,7 +31,7 @@ import collections
 import concurrent.futures
 import hmac
 import json
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
@@ -74,12 +74,12 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         # buffering (with its replay window) before this connection looks for the buffer.
         stale = self._open_sessions.get(f"{self.kernel_id}:{self.session.session}")
         connection = getattr(stale, "connection", None)
-        if isinstance(connection, KernelWebsocketConnection):
+        if isinstance(connection, KernelWebsocketConnection) and stale is not None:
             connection.disconnect()
             stale.close()
         await super()._register_session()
 
-    def connect(self):  # type: ignore[override]
+    def connect(self) -> Any:
         # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
         self.websocket_handler.set_nodelay(True)
         self._replay_sent = self.websocket_handler.get_argument(REPLAY_ARGUMENT, "") == REPLAY_SENT
@@ -110,14 +110,14 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             self.channels[channel] = stream
         self._skip_nudge = True
 
-    def nudge(self):  # type: ignore[override]
+    def nudge(self) -> Any:
         if self._skip_nudge:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
         return super().nudge()
 
-    def disconnect(self):  # type: ignore[override]
+    def disconnect(self) -> None:  # type: ignore[override]  # jupyter_server's is synchronous too
         if self._disconnected:  # retired early by a reconnecting client (see above)
             return None
         self._disconnected = True
@@ -151,6 +151,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         _idents, msg_list = self.session.feed_identities(outgoing_msg)
         if len(msg_list) != 5:  # binary buffers (widgets): the stock binary message format
             return super().handle_outgoing_message(stream, outgoing_msg)
+        msg_list = cast("list[bytes]", msg_list)  # frames are bytes when copy=True (the default)
         if not self._signature_ok(msg_list):
             self.log.critical("Message with a bad signature on %s: dropped", channel)
             return None
@@ -165,7 +166,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             self.write_message(splice_json_message(part, channel or "", header))
         return None
 
-    def write_message(self, message: bytes | str, binary: bool = False) -> None:  # type: ignore[override]
+    def write_message(self, message: bytes | str, binary: bool = False) -> None:
         """Write to the WebSocket; a write racing its close is dropped (the replay has it)."""
         try:
             written = self.websocket_handler.write_message(message, binary=binary)
@@ -222,8 +223,8 @@ def splice_json_message(frames: list[bytes], channel: str, header: dict[str, Any
 
 def _json_tail(channel: str, msg_id: Any, msg_type: Any) -> bytes:
     return (
-        ',"msg_id":%s,"msg_type":%s,"buffers":[],"channel":%s}'
-        % (json.dumps(msg_id), json.dumps(msg_type), json.dumps(channel))
+        f',"msg_id":{json.dumps(msg_id)},"msg_type":{json.dumps(msg_type)},"buffers":[],'
+        f'"channel":{json.dumps(channel)}}}'
     ).encode()
 
 
@@ -296,8 +297,8 @@ async def prime_pooled_kernel(kernel_manager: Any, timeout: float, retry_seconds
     """
     session = kernel_manager.session
     loop = asyncio.get_running_loop()
-    info: asyncio.Future[dict[str, Any]] = loop.create_future()
-    heard: asyncio.Future[None] = loop.create_future()
+    info: asyncio.Future[Any] = loop.create_future()
+    heard: asyncio.Future[Any] = loop.create_future()
 
     def on_shell(msg_list: list[bytes]) -> None:
         _idents, parts = session.feed_identities(msg_list)
@@ -317,7 +318,7 @@ async def prime_pooled_kernel(kernel_manager: Any, timeout: float, retry_seconds
         async with asyncio.timeout(timeout):
             while not (info.done() and heard.done()):
                 session.send(shell, "kernel_info_request")
-                await asyncio.wait({info, heard}, timeout=retry_seconds)
+                await asyncio.wait([info, heard], timeout=retry_seconds)
     except BaseException:
         iopub.close()
         raise

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from .._errors import SandboxError
-from ..sandbox._install import system_package_command
 from ..gateway._cgroups import cgroup_support
 from ..sandbox import (
     SRT_PACKAGE,
@@ -35,6 +34,7 @@ from ..sandbox import (
     srt_package_root,
     user_namespace_failure,
 )
+from ..sandbox._install import system_package_command
 
 __all__ = ["doctor"]
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import anyio
 
-from . import _systemd
-from ._cells import split_cells
-from ..client.kernel_client import KernelClient
 from .._connection_file import published
 from .._errors import ExecutionError, GatewayError, GatewayExitedError, KernelboxError
-from ..mcp import add_parser as add_mcp_parser
 from .._options import add_gateway_arguments, parse_env_assignments
-from ..gateway.gateway import KernelGateway
 from ..client._results import ExecutionResult, OutputChunk
+from ..client.kernel_client import KernelClient
+from ..gateway.gateway import KernelGateway
+from ..mcp import add_parser as add_mcp_parser
+from . import _systemd
+from ._cells import split_cells
 
 logger = logging.getLogger("kernelbox.cli")
 

@@ -45,7 +45,6 @@ from .._errors import ExecutionError, FileTransferError, KernelboxError
 from ._results import ExecutionResult
 
 
-
 class Executor(Protocol):
     """What a transfer needs from a client: `KernelClient.execute`."""
 

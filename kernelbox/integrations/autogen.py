@@ -29,11 +29,12 @@ try:
     from autogen_core.code_executor import CodeBlock, CodeExecutor, CodeResult
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("kernelbox's AutoGen executor needs AutoGen: pip install 'kernelbox[autogen]'") from exc
-from pydantic import BaseModel, Field
-from typing_extensions import Self
+from typing import Self
 
-from ..client.kernel_client import KernelClient
+from pydantic import BaseModel, Field
+
 from .._errors import ExecutionError, ExecutionTimeoutError, KernelboxError
+from ..client.kernel_client import KernelClient
 from ..gateway.gateway import KernelGateway
 from .tool import run_code
 

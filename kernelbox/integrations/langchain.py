@@ -25,8 +25,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("kernelbox's LangChain tool needs langchain-core: pip install 'kernelbox[langchain]'") from exc
 from pydantic import BaseModel, Field
 
-from ..client.kernel_client import KernelClient
 from ..client._results import ExecutionResult
+from ..client.kernel_client import KernelClient
 from .tool import DEFAULT_TIMEOUT_SECONDS, EXECUTE_CODE_DESCRIPTION, run_code
 
 __all__ = ["ExecuteCodeInput", "execute_code_tool"]

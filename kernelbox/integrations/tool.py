@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..client.kernel_client import KernelClient
 from .._errors import ExecutionError, ExecutionTimeoutError
 from ..client._results import ExecutionResult, OutputChunk
+from ..client.kernel_client import KernelClient
 
 __all__ = ["CodeOutcome", "Tool", "execute_code_tool", "render_result", "run_code"]
 

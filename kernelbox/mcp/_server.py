@@ -43,13 +43,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from pydantic import Field
 
+from .._errors import KernelboxError, KernelDiedError
 from .._net import is_loopback_host
 from .._options import parse_env_assignments
-from ..client.kernel_client import KernelClient
-from .._errors import KernelboxError, KernelDiedError
-from ..gateway.gateway import KernelGateway
 from ..client._results import ExecutionResult
+from ..client.kernel_client import KernelClient
 from ..client.transfer import ALLOW_OUTSIDE_HINT, FileTransferError
+from ..gateway.gateway import KernelGateway
 from ..integrations.tool import CodeOutcome, run_code
 
 logger = logging.getLogger("kernelbox.mcp")
