@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -26,9 +25,8 @@ import pytest
 from helpers.sandbox_dirs import sandbox_work_dir
 
 import kernelbox
-from kernelbox import GatewayStartError, KernelboxError, KernelClient, KernelGateway, SandboxUnavailableError
+from kernelbox import GatewayStartError, KernelboxError, KernelClient, KernelGateway
 from kernelbox.gateway._cgroups import cgroup_support
-from kernelbox.sandbox import check_sandbox_prerequisites, find_srt
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
 
@@ -58,17 +56,6 @@ CREDENTIAL_FILES = (
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def sandbox_prerequisites() -> None:
-    """Skip (fail in CI) when this machine cannot run the sandbox."""
-    try:
-        check_sandbox_prerequisites(find_srt())
-    except SandboxUnavailableError as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the sandbox cannot run here: {exc}")
-        pytest.skip(f"the sandbox cannot run here: {exc}")
 
 
 @pytest.fixture
@@ -405,6 +392,7 @@ async def test_4_session_keyring_and_credential_files_are_out_of_reach(tmp_path:
 
 PLANT_CODE = """
 import glob, os, sys
+from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 def try_write(path, append=False):
     created = not os.path.exists(path)
     try:

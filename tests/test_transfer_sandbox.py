@@ -10,9 +10,9 @@ import anyio
 import pytest
 from helpers.sandbox_dirs import sandbox_work_dir
 from mcp import Client, StdioServerParameters, types
+from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 
-from kernelbox import FileTransferError, KernelClient, KernelGateway, SandboxUnavailableError
-from kernelbox.sandbox import check_sandbox_prerequisites, find_srt
+from kernelbox import FileTransferError, KernelClient, KernelGateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
 TIMEOUT = 90
@@ -21,18 +21,6 @@ TIMEOUT = 90
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def sandbox_prerequisites() -> None:
-    """Skip (fail in CI) when this machine cannot run the sandbox."""
-    try:
-        check_sandbox_prerequisites(find_srt())
-    except SandboxUnavailableError as exc:
-        message = f"the sandbox cannot run here: {exc}"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 async def test_transfer_round_trip_and_refusals_inside_the_sandbox(tmp_path: Path) -> None:
