@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import re
+import shutil
+import tempfile
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -63,12 +66,14 @@ class Kernelbox(System):
         self.sandbox = sandbox
         self.name = "kernelbox-sandbox" if sandbox else "kernelbox"  # type: ignore[misc]
         self._watchers: dict[int, PoolWatcher] = {}
+        self._work_dirs: dict[int, Path] = {}
 
     async def start_gateway(self, scratch: Path, pool_size: int = 0) -> KernelGateway:
         kwargs: dict[str, Any] = {
             "host": HOST,
             "port": 0,
             "sandbox": self.sandbox,
+            "working_dir": (work := self._working_dir()),
             # Not "WARNING": the gateway app refuses it (traitlets wants "WARN"). A pooled
             # gateway logs at INFO because the pool's log lines are its readiness signal.
             "log_level": "INFO" if pool_size else "ERROR",
@@ -83,6 +88,7 @@ class Kernelbox(System):
                     "KernelGateway(pool_size=...) is not supported yet"
                 ) from exc
             raise
+        self._work_dirs[id(gateway)] = work
         if pool_size:
             self._watch_pool(gateway, pool_size)
         try:
@@ -92,11 +98,27 @@ class Kernelbox(System):
             raise
         return gateway
 
+    def _working_dir(self) -> Path:
+        """A fresh directory for the kernels' files, never the checkout (a sandboxed gateway
+        refuses a directory holding code the host runs). As root the sandbox runs as the
+        unprivileged sandbox user, which must be able to write it."""
+        path = Path(tempfile.mkdtemp(prefix=f"kernelbox-bench-{self.name}-"))
+        if self.sandbox:
+            from kernelbox.sandbox.user import resolve_sandbox_user
+
+            user = resolve_sandbox_user(None)
+            if user is not None:
+                os.chown(path, user.uid, user.gid)
+        return path
+
     async def stop_gateway(self, gateway: KernelGateway) -> None:
         try:
             await gateway.stop(timeout=STOP_TIMEOUT_SECONDS)
         finally:
             self._unwatch_pool(gateway)
+            work = self._work_dirs.pop(id(gateway), None)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
 
     async def open_kernel(self, gateway: KernelGateway, images_dir: Path) -> KernelClient:
         client = KernelClient(
