@@ -27,7 +27,7 @@ text = zipfile.ZipFile(sys.argv[1]).read(meta).decode()
 for needed in ("kernelbox/py.typed", "kernelbox/sandbox/srt_lock/package-lock.json",
                "kernelbox/sandbox_configs/default.json", "kernelbox/_kernel_side/working_dir.py"):
     assert needed in names, f"the wheel lacks {needed}"
-for field in ("Classifier: Typing :: Typed", "License-File: LICENSE", "Project-URL: ", "Requires-Dist: platformdirs"):
+for field in ("Classifier: Typing :: Typed", "License-File: LICENSE", "Requires-Dist: platformdirs"):
     assert field in text, f"the wheel's METADATA lacks {field!r}"
 PY
 

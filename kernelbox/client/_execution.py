@@ -89,6 +89,7 @@ class Execution:
         msg_type = header.get("msg_type")
         channel = message.get("channel")
         content = message.get("content") or {}
+        queued = len(self._queue)
         if channel == "shell":
             if msg_type == "execute_reply":
                 self.reply = content
@@ -105,7 +106,9 @@ class Execution:
                     self._queue.append(handle)
         if self.finished:
             self.done.set()
-        self._wakeup.set()
+            self._wakeup.set()
+        elif len(self._queue) != queued:
+            self._wakeup.set()  # only output or the end wakes the caller; a status need not
 
     def fail(self, error: BaseException) -> None:
         """End the execution with `error` unless it has already finished."""

@@ -35,7 +35,7 @@ from . import transfer as _transfer
 from ._channels import MAX_SEND_BYTES, KernelChannels
 from ._execution import Execution, ExecutionStream, Reply
 from ._http import HTTP_TIMEOUT_SECONDS, GatewayAPI, base_urls
-from ._results import ExecutionResult, OutputChunk, ResultBuilder, save_images, strip_ansi
+from ._results import IMAGE_EXTENSIONS, ExecutionResult, OutputChunk, ResultBuilder, save_images, strip_ansi
 
 logger = logging.getLogger("kernelbox.client")
 
@@ -581,7 +581,11 @@ class KernelClient:
                 for item in execution.take():
                     if isinstance(item, int):
                         output = builder.pending_output(item)
-                        images, problems = await anyio.to_thread.run_sync(save_images, output.data, self.images_dir)
+                        images: list[Path] = []
+                        problems: list[str] = []
+                        if any(mime in output.data for mime in IMAGE_EXTENSIONS):
+                            # Writing files blocks: off the event loop (only when there are any).
+                            images, problems = await anyio.to_thread.run_sync(save_images, output.data, self.images_dir)
                         chunk = builder.complete_rich(item, images, problems)
                         if chunk:
                             yield chunk
