@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import pytest
 from helpers.sandbox_dirs import sandbox_work_dir
+from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 
 import kernelbox
 from kernelbox import GatewayStartError, KernelboxError, KernelClient, KernelGateway
@@ -392,7 +393,6 @@ async def test_4_session_keyring_and_credential_files_are_out_of_reach(tmp_path:
 
 PLANT_CODE = """
 import glob, os, sys
-from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or fail in CI)
 def try_write(path, append=False):
     created = not os.path.exists(path)
     try:
