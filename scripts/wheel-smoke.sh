@@ -37,6 +37,9 @@ log "installing $(basename "$wheel") alone into a fresh virtual environment"
 BIN="$WORK/venv/bin"
 cd "$WORK"  # outside the checkout: nothing from it may be found
 export XDG_DATA_HOME="$WORK/data"  # a scratch per-user data directory for srt
+export XDG_DATA_DIRS="$WORK/site"  # as root, srt goes to the site data directory instead
+# As root the sandbox runs as the unprivileged sandbox user: it must reach the venv and srt.
+chmod 755 "$WORK"
 unset KERNELBOX_SRT
 
 log "importing every module that needs no extra"

@@ -33,12 +33,20 @@ _LOCAL_SRT = _LOCAL_SRT_PREFIX / "node_modules" / ".bin" / "srt"
 
 
 def user_srt_prefix(version: str = SRT_VERSION) -> Path:
-    """The npm prefix of the per-user srt: ``<user data dir>/kernelbox/srt/<version>``.
+    """The npm prefix of the srt that ``kernelbox sandbox install`` makes: ``<data dir>/kernelbox/srt/<version>``.
 
-    The user data directory is the platform's (platformdirs): ``$XDG_DATA_HOME`` or
-    ``~/.local/share`` on Linux, ``~/Library/Application Support`` on macOS.
+    The data directory is the platform's (platformdirs): for a normal user the user data
+    directory (``$XDG_DATA_HOME`` or ``~/.local/share`` on Linux, ``~/Library/Application
+    Support`` on macOS); for root the site data directory (the first of ``$XDG_DATA_DIRS``,
+    by default ``/usr/local/share``), because a root supervisor runs the sandbox as the
+    unprivileged ``kernelbox-sandbox`` user, which must be able to read srt, and root's own
+    home is private to it.
     """
-    return platformdirs.user_data_path("kernelbox", appauthor=False) / "srt" / version
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        base = platformdirs.site_data_path("kernelbox", appauthor=False, multipath=False)
+    else:
+        base = platformdirs.user_data_path("kernelbox", appauthor=False)
+    return base / "srt" / version
 
 
 def user_srt_path(version: str = SRT_VERSION) -> Path:
