@@ -67,8 +67,10 @@ log "kernelbox sandbox install"
 "$BIN/kernelbox" sandbox install
 "$BIN/kernelbox" doctor
 
-log "kernelbox run --sandbox"
+log "kernelbox run --sandbox (in a workspace of its own: the sandbox refuses a directory holding the venv)"
 printf 'print(1)\n' > one.py
-"$BIN/kernelbox" run --sandbox one.py > sandboxed.out
+mkdir workspace
+if [ "$(id -u)" -eq 0 ]; then chown kernelbox-sandbox workspace; fi  # the sandbox user writes there
+(cd workspace && "$BIN/kernelbox" run --sandbox ../one.py) > sandboxed.out
 grep -qx 1 sandboxed.out || { cat sandboxed.out >&2; log "the sandboxed run did not print 1"; exit 1; }
 log "ok: a fresh virtual environment with only the wheel reached a sandboxed print(1)"

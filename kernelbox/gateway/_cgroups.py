@@ -229,8 +229,9 @@ def protect_from_oom_killer(pid: int) -> None:
         with open(f"/proc/{pid}/oom_score_adj", "w", encoding="ascii") as file:
             file.write("-1000")
     except OSError as exc:
-        # E.g. a container whose root lacks CAP_SYS_RESOURCE. Kernels still go first (1000).
-        logger.warning(
+        # E.g. a container whose root lacks CAP_SYS_RESOURCE. Kernels still go first (1000),
+        # so this is not a fault of the start: said at INFO, not as a warning on every start.
+        logger.info(
             "Could not protect srt [pid %d] from the OOM killer (oom_score_adj -1000 needs "
             "CAP_SYS_RESOURCE): %s", pid, exc.strerror,
         )
