@@ -136,6 +136,17 @@ def decode_v1(frame: bytes) -> dict[str, Any]:
     }
 
 
+def is_well_formed(message: Any) -> bool:
+    """True when `message` has the shape the client reads: a dict whose ``header``,
+    ``parent_header`` and ``content`` are dicts (``metadata`` too, when present)."""
+    if not isinstance(message, dict):
+        return False
+    for key in ("header", "parent_header", "content"):
+        if not isinstance(message.get(key), dict):
+            return False
+    return isinstance(message.get("metadata", {}), dict) and isinstance(message.get("channel"), str)
+
+
 def parent_id(message: dict[str, Any]) -> str | None:
     """The ``msg_id`` of the request this message answers, or None."""
     parent = message.get("parent_header") or {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernelbox import FileTransferError, KernelClient
+from kernelbox import FileTransferError, KernelClient, KernelGateway
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +107,67 @@ async def test_rich_output_and_images_are_capped_on_the_client(client: KernelCli
     written = sum(path.stat().st_size for path in result.images)
     assert written <= 32 << 20
     assert "output truncated after" in (result.text or "")
+
+
+POISON = "_k = get_ipython().kernel; _k.session.send(_k.iopub_socket, 'stream', content={payload}, parent=_k.get_parent('shell'))"
+
+
+@pytest.mark.parametrize("payload", [
+    "b'{\"name\":\"stdout\",\"text\":\"\\xff\"}'",                               # invalid UTF-8
+    "b'{\"name\":'",                                                             # invalid JSON
+    "b'{\"name\":\"stdout\",\"text\":' + b'[' * 100000 + b']' * 100000 + b'}'",  # deep nesting
+    "b'[1]'",                                                                    # content not an object
+], ids=["invalid-utf8", "invalid-json", "deep-nesting", "content-not-object"])
+async def test_a_malformed_message_from_the_kernel_is_dropped_and_the_client_goes_on(
+    client: KernelClient, payload: str
+) -> None:
+    # Before: a raw UnicodeDecodeError/JSONDecodeError/RecursionError/AttributeError, and every
+    # later call raised it again until reset() (the kernel's state lost).
+    with anyio.fail_after(60):
+        await client.execute("kept = 42")
+        await client.execute(POISON.format(payload=payload))
+        assert (await client.execute("print(kept)")).text == "42"
+
+
+async def test_images_are_never_written_through_a_symlink_planted_by_the_kernel(
+    gateway: KernelGateway, tmp_path: Path
+) -> None:
+    # Before: kernel code replaced images/ in its working directory by a symlink, and the
+    # client (root, outside the sandbox) wrote the kernel's bytes wherever it pointed.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                            images_dir=tmp_path / "work-images") as probe:
+        cwd = Path((await probe.execute("import os\nprint(os.getcwd())")).text or "")
+    images = cwd / f"images-{tmp_path.name}"
+    async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token, images_dir=images) as client:
+        code = (
+            "import base64, os\n"
+            "from IPython.display import publish_display_data\n"
+            f"os.makedirs({str(images)!r}, exist_ok=True)\n"
+            f"os.rename({str(images)!r}, {str(images) + '-moved'!r})\n"
+            f"os.symlink({str(outside)!r}, {str(images)!r})\n"
+            "publish_display_data({'image/png': base64.b64encode(b'#!/bin/sh planted').decode(), 'text/plain': 'x'})"
+        )
+        with anyio.fail_after(60):
+            result = await client.execute(code)
+    assert list(outside.iterdir()) == []
+    assert result.images == () and len(result.output_errors) == 1
+
+
+async def test_a_kernel_flooding_the_log_pipe_costs_the_supervisor_bounded_memory(
+    gateway: KernelGateway, client: KernelClient
+) -> None:
+    # Before: 512 MiB without a newline on the inherited log pipe grew the supervisor by ~600 MB.
+    code = (
+        "import os, sys\n"
+        "fd = sys.stderr._original_stdstream_copy\n"
+        "chunk = b'x' * (1 << 20)\n"
+        "for _ in range(64):\n"
+        "    os.write(fd, chunk)\n"
+        "os.write(fd, b'\\n')"
+    )
+    with anyio.fail_after(120):
+        await client.execute(code)
+        await client.execute("1")  # the pipe has been read past the flood by now, or soon
+    assert all(len(line) <= 17 * 1024 for line in gateway.log_tail)

@@ -341,6 +341,7 @@ def no_srt_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.delenv("KERNELBOX_SRT", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "data"))  # root installs to the site data dir
     monkeypatch.setattr(_locate, "_LOCAL_SRT", tmp_path / "no-local-srt")
     return empty
 

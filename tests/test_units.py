@@ -156,3 +156,19 @@ def test_rich_output_counts_against_the_output_limit(tmp_path: Path) -> None:
     result = builder.build()
     assert result.truncated and result.dropped_bytes == 600 + 5
     assert "output truncated after 1000 bytes" in (result.text or "")
+
+
+def test_a_token_that_cannot_travel_in_a_header_is_refused_up_front() -> None:
+    from kernelbox import KernelClient
+
+    for token in ("a\r\nb", "tökén", " padded "):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            KernelClient(token=token)
+
+
+def test_a_sandboxed_gateway_reads_no_jupyter_config_from_its_writable_home(tmp_path: Path) -> None:
+    from kernelbox.sandbox import sandbox_env
+
+    env = sandbox_env({"PATH": "/usr/bin"}, tmp_path)
+    assert env["JUPYTER_NO_CONFIG"] == "1"
+    assert env["HOME"].startswith(str(tmp_path))

@@ -222,10 +222,21 @@ class KernelChannels:
         on_message = self._on_message
         while True:
             event = await ws.receive()
-            if isinstance(event, BytesMessage):
-                message = _protocol.decode_v1(bytes(event.data)) if binary else _protocol.decode(bytes(event.data))
-            elif isinstance(event, TextMessage):
-                message = _protocol.decode(event.data)
-            else:
+            try:
+                if isinstance(event, BytesMessage):
+                    data = bytes(event.data)
+                    message = _protocol.decode_v1(data) if binary else _protocol.decode(data)
+                elif isinstance(event, TextMessage):
+                    message = _protocol.decode(event.data)
+                else:
+                    continue
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+                # Kernel code can publish anything on iopub: one bad message is dropped, said
+                # once in the log, and the connection (and every other message) goes on.
+                logger.warning("Kernel %s sent a message that is not valid JSON; dropped it (%s)",
+                               self.kernel_id, type(exc).__name__)
+                continue
+            if not _protocol.is_well_formed(message):
+                logger.warning("Kernel %s sent a malformed message; dropped it", self.kernel_id)
                 continue
             on_message(message)

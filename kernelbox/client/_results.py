@@ -252,17 +252,47 @@ def save_images(data: Mapping[str, Any], images_dir: Path) -> tuple[list[Path], 
         except ValueError as exc:
             problems.append(f"an image was not saved: {exc}")
             continue
-        path = images_dir / f"image-{uuid.uuid4().hex}{extension}"
+        name = f"image-{uuid.uuid4().hex}{extension}"
         try:
-            images_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            directory = _open_directory_nofollow(images_dir)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             0o666, dir_fd=directory)
+            finally:
+                os.close(directory)
             with os.fdopen(fd, "wb") as file:
                 file.write(content)
         except OSError as exc:
             problems.append(f"an image ({mime}) was not saved: cannot write in {images_dir}: {exc.strerror or exc}")
             continue
-        saved.append(path)
+        saved.append(images_dir / name)
     return saved, problems
+
+
+def _open_directory_nofollow(directory: Path) -> int:
+    """Open `directory` (creating missing parts) without following any symlink; return its fd.
+
+    `images_dir` often lies inside the kernels' working directory, which kernel code can write:
+    it could replace a directory on the way by a symlink to anywhere, and the client (perhaps
+    root) would then write there. Walking the absolute path one component at a time with
+    ``O_NOFOLLOW`` from ``/`` makes that fail (ELOOP/ENOTDIR) instead, with no race between a
+    check and the use.
+    """
+    absolute = Path(os.path.abspath(directory))
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in absolute.parts[1:]:
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o777, dir_fd=fd)
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ResultBuilder:

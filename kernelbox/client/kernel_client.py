@@ -156,10 +156,14 @@ class KernelClient:
         kernel_env: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url, self.ws_base_url = base_urls(host, port, base_url)
-        self.images_dir = Path(images_dir) if images_dir is not None else Path.cwd() / "images"
+        # Resolved once, now: images are later written walking this path without following any
+        # symlink, so a kernel that swaps a directory on it for a link cannot redirect them.
+        self.images_dir = (Path(images_dir) if images_dir is not None else Path.cwd() / "images").resolve()
         self.ping_interval = _check_seconds("ping_interval", ping_interval, allow_none=True)
         if token is not None and not isinstance(token, str):
             raise TypeError(f"token must be a str or None, not {type(token).__name__}")
+        if token is not None and not (token.isascii() and token.isprintable() and token.strip() == token):
+            raise ValueError("token must be printable ASCII without surrounding spaces (it travels in an HTTP header)")
         self.token = token
         if not isinstance(kernel_name, str) or not kernel_name:
             raise ValueError(f"kernel_name must be a non-empty str, not {kernel_name!r}")

@@ -39,6 +39,8 @@ logger = logging.getLogger("kernelbox.gateway")
 __all__ = ["GatewayRestart", "State", "Supervisor"]
 
 LOG_TAIL_LINES = 50
+# A gateway log line longer than this is cut (kernel code can write to the log pipe).
+MAX_LOG_LINE_BYTES = 16 * 1024
 RESTART_BACKOFF_SECONDS = 0.5
 MAX_RESTART_BACKOFF_SECONDS = 10.0
 # After the gateway exits, how long to keep reading its log (kernels may hold the pipe open).
@@ -312,14 +314,27 @@ class Supervisor:
                 logger.exception("on_restart callback failed")
 
     async def _pump_log(self, process: anyio.abc.Process) -> None:
+        """Read the gateway's log pipe line by line, each line cut at `MAX_LOG_LINE_BYTES`.
+
+        Kernels inherit the pipe (kernel code can write to it), so what comes through is
+        bounded here: a line without end costs at most `MAX_LOG_LINE_BYTES` of memory.
+        """
         assert process.stdout is not None
         buffered = b""
+        skipping = False  # inside an over-long line, after its first MAX_LOG_LINE_BYTES
         async for data in process.stdout:
             buffered += data
             *lines, buffered = buffered.split(b"\n")
             for raw in lines:
-                self._record_log_line(raw)
-        if buffered:
+                if not skipping:
+                    self._record_log_line(raw)
+                skipping = False
+            if len(buffered) > MAX_LOG_LINE_BYTES:
+                if not skipping:
+                    self._record_log_line(buffered[:MAX_LOG_LINE_BYTES] + b" [line cut]")
+                skipping = True
+                buffered = b""
+        if buffered and not skipping:
             self._record_log_line(buffered)
 
     def _record_log_line(self, raw: bytes) -> None:

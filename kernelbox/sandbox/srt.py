@@ -68,13 +68,17 @@ def sandbox_env(env: Mapping[str, str], state_dir: Path) -> dict[str, str]:
     Returns:
         A new dict: `env`, ``PATH`` (when `env` has none), and ``HOME``, ``JUPYTER_RUNTIME_DIR``,
         ``IPYTHONDIR``, ``MPLCONFIGDIR``, ``CLAUDE_CODE_TMPDIR``, ``TMPDIR``, ``PIP_TARGET``
-        pointing into `state_dir`.
+        pointing into `state_dir`, and ``JUPYTER_NO_CONFIG=1``.
     """
     result = dict(env)
     result.setdefault("PATH", os.environ.get("PATH", os.defpath))
     for subdir, names in STATE_SUBDIRS.items():
         for name in names:
             result[name] = str(state_dir / subdir)
+    # HOME is the state directory, which kernels can write: without this a kernel could drop a
+    # ~/.jupyter/jupyter_*_config.py that a restarted gateway would run (with its token).
+    # jupyter_core then reads config from a fresh empty directory only.
+    result["JUPYTER_NO_CONFIG"] = "1"
     return result
 
 
