@@ -26,7 +26,7 @@ from helpers.proxy import cuttable_proxy
 from httpx_ws import aconnect_ws
 
 from kernelbox import KernelClient, KernelGateway
-from kernelbox._child.gateway_app import MAX_STREAM_MESSAGE_CHARS
+from kernelbox._child.kernel_websocket import MAX_STREAM_MESSAGE_CHARS
 
 pytestmark = pytest.mark.anyio
 V1 = "v1.kernel.websocket.jupyter.org"

@@ -58,17 +58,11 @@ from tornado import httpserver
 from traitlets import Float, Integer, default
 
 from kernelbox._child._hardening import join_new_session_keyring, make_undumpable
-from kernelbox._child.kernel_websocket import (  # noqa: F401 - re-exported
-    MAX_STREAM_MESSAGE_CHARS,
+from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
     POOLED_IOPUB_ATTRIBUTE,
-    KernelWebsocketConnection,
     prime_pooled_kernel,
-    split_stream_message,
 )
-
-# The name the gateway's configuration has always used.
-NoDelayWebsocketConnection = KernelWebsocketConnection
 
 KERNEL_POLL_SECONDS = 0.5
 # How long a shutdown request waits for a restart under way to finish.

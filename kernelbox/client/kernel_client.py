@@ -30,6 +30,7 @@ from .._errors import (
     KernelStartError,
     NotConnectedError,
 )
+from .._validate import check_int, check_seconds
 from . import _kernel_setup
 from . import transfer as _transfer
 from ._channels import MAX_SEND_BYTES, KernelChannels
@@ -57,26 +58,6 @@ _KERNEL_DIED = (
     "the kernel died (its process exited: a crash, os._exit, a signal or the out-of-memory "
     "killer); its state is lost"
 )
-
-
-def _check_seconds(name: str, value: object, *, allow_none: bool) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds{' or None' if allow_none else ''}, not {value!r}")
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"{name} must be positive seconds{' or None' if allow_none else ''}, not {value}")
-    return float(value)
-
-
-def _check_output_limit(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_output_bytes must be an int or None, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"max_output_bytes must be 0 or more bytes, or None for no limit, not {value}")
-    return value
 
 
 def _check_code(code: object) -> str:
@@ -159,7 +140,7 @@ class KernelClient:
         # Resolved once, now: images are later written walking this path without following any
         # symlink, so a kernel that swaps a directory on it for a link cannot redirect them.
         self.images_dir = (Path(images_dir) if images_dir is not None else Path.cwd() / "images").resolve()
-        self.ping_interval = _check_seconds("ping_interval", ping_interval, allow_none=True)
+        self.ping_interval = check_seconds("ping_interval", ping_interval, allow_none=True, allow_inf=True)
         if token is not None and not isinstance(token, str):
             raise TypeError(f"token must be a str or None, not {type(token).__name__}")
         if token is not None and not (token.isascii() and token.isprintable() and token.strip() == token):
@@ -169,9 +150,9 @@ class KernelClient:
             raise ValueError(f"kernel_name must be a non-empty str, not {kernel_name!r}")
         self.kernel_name = kernel_name
         self.verify = verify
-        self.max_output_bytes = _check_output_limit(max_output_bytes)
+        self.max_output_bytes = check_int("max_output_bytes", max_output_bytes, minimum=0, allow_none=True)
         self.working_dir = os.fspath(working_dir) if working_dir is not None else None
-        timeout = _check_seconds("kernel_init_timeout", kernel_init_timeout, allow_none=False)
+        timeout = check_seconds("kernel_init_timeout", kernel_init_timeout, allow_inf=True)
         assert timeout is not None
         self.kernel_init_timeout = timeout
         self.kernel_env = _kernel_setup.validate_kernel_env(kernel_env)
@@ -274,7 +255,7 @@ class KernelClient:
             KernelStartError: the kernel could not be created (e.g. unknown kernelspec; the
                 message lists the available ones) or did not become ready in time.
         """
-        init_timeout = _check_seconds("kernel_init_timeout", kernel_init_timeout, allow_none=True)
+        init_timeout = check_seconds("kernel_init_timeout", kernel_init_timeout, allow_none=True, allow_inf=True)
         async with self._connect_lock:
             if self._kernel_id is not None:
                 raise RuntimeError("the client is already connected; call disconnect() first")
@@ -545,8 +526,8 @@ class KernelClient:
         at the call.
         """
         _check_code(code)
-        seconds = _check_seconds("timeout", timeout, allow_none=True)
-        limit = self.max_output_bytes if max_output_bytes is ... else _check_output_limit(max_output_bytes)
+        seconds = check_seconds("timeout", timeout, allow_none=True, allow_inf=True)
+        limit = self.max_output_bytes if max_output_bytes is ... else check_int("max_output_bytes", max_output_bytes, minimum=0, allow_none=True)
         return ExecutionStream(lambda: self._run(code, seconds, store_history, limit))
 
     async def _run(

@@ -7,7 +7,6 @@ started; nothing later has to re-check it. Durations are float seconds, sizes ar
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._validate import check_int, check_seconds
 from ._env import validate_env
 
 __all__ = ["MIN_GATEWAY_MEMORY_BYTES", "MIN_KERNEL_MEMORY_BYTES", "MIN_PIDS_LIMIT", "GatewayConfig"]
@@ -26,32 +26,6 @@ MIN_GATEWAY_MEMORY_BYTES = 384 * 1024 * 1024
 # Tasks count threads: srt's node has ~11, the gateway ~10, each kernel ~8 (measured).
 MIN_PIDS_LIMIT = 64
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
-
-
-def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        expected = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {expected}, not {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value}")
-    return value
-
-
-def _check_seconds(
-    name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False
-) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        expected = "a number of seconds or None" if allow_none else "a number of seconds"
-        raise TypeError(f"{name} must be {expected}, not {type(value).__name__} {value!r}")
-    seconds = float(value)
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = "0 or more" if allow_zero else "more than 0"
-        raise ValueError(f"{name} must be finite seconds, {bound}, not {value!r}")
-    return seconds
 
 
 def _check_optional_bool(name: str, value: object) -> bool | None:
@@ -103,7 +77,7 @@ class GatewayConfig:
 
         if not isinstance(self.host, str):
             raise TypeError(f"host must be a str, not {type(self.host).__name__}")
-        _check_int("port", self.port, minimum=0)
+        check_int("port", self.port, minimum=0)
         if self.port > 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
         if not isinstance(self.sandbox, bool):
@@ -133,15 +107,15 @@ class GatewayConfig:
             raise ValueError("token must be a non-empty printable str without surrounding spaces, or None")
         working_dir = Path(self.working_dir if self.working_dir is not None else os.getcwd())
         put("working_dir", working_dir.resolve())
-        put("startup_timeout", _check_seconds("startup_timeout", self.startup_timeout))
-        put("max_kernels", _check_int("max_kernels", self.max_kernels, minimum=1, allow_none=True))
-        put("cull_idle_timeout", _check_seconds("cull_idle_timeout", self.cull_idle_timeout, allow_none=True))
-        put("cull_interval", _check_seconds("cull_interval", self.cull_interval, allow_none=True))
+        put("startup_timeout", check_seconds("startup_timeout", self.startup_timeout))
+        put("max_kernels", check_int("max_kernels", self.max_kernels, minimum=1, allow_none=True))
+        put("cull_idle_timeout", check_seconds("cull_idle_timeout", self.cull_idle_timeout, allow_none=True))
+        put("cull_interval", check_seconds("cull_interval", self.cull_interval, allow_none=True))
         _check_optional_bool("cull_connected", self.cull_connected)
         _check_optional_bool("cull_busy", self.cull_busy)
-        _check_int("pool_size", self.pool_size, minimum=0)
+        check_int("pool_size", self.pool_size, minimum=0)
         if self.kernel_memory_limit is not None:
-            _check_int("kernel_memory_limit", self.kernel_memory_limit, minimum=0)
+            check_int("kernel_memory_limit", self.kernel_memory_limit, minimum=0)
             assert self.kernel_memory_limit is not None
             if self.kernel_memory_limit < MIN_KERNEL_MEMORY_BYTES:
                 raise ValueError(
@@ -153,10 +127,10 @@ class GatewayConfig:
                 raise ValueError(f"sandbox_user must be a user name or None, not {self.sandbox_user!r}")
             if not self.sandbox:
                 raise ValueError("sandbox_user applies to a sandboxed gateway only (sandbox=True)")
-        _check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
-        _check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
-        _check_int("restart_limit", self.restart_limit, minimum=0)
-        put("stable_uptime", _check_seconds("stable_uptime", self.stable_uptime, allow_zero=True))
+        check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
+        check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
+        check_int("restart_limit", self.restart_limit, minimum=0)
+        put("stable_uptime", check_seconds("stable_uptime", self.stable_uptime, allow_zero=True))
 
     @property
     def resolved_working_dir(self) -> Path:
