@@ -5,6 +5,8 @@ Real gateway, real kernels; every await bounded. Each test names the failure it 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from kernelbox import (
     GatewayConnectionError,
     KernelClient,
     KernelGateway,
+    KernelStoppedError,
     OutputChunk,
 )
 
@@ -145,6 +148,43 @@ async def test_a_cancelled_execute_interrupts_its_code(client: KernelClient) -> 
         result = await client.execute("print(kept)", timeout=20)
         assert result.text == "yes"
         assert time.monotonic() - started < 10
+
+
+async def test_a_stopped_kernel_is_reported_promptly_and_resumes_with_its_state(client: KernelClient) -> None:
+    # Before: an execute sent to a SIGSTOPped kernel waited its whole timeout, then the restart
+    # request itself timed out (the gateway waited for a shutdown reply a stopped process never
+    # sends) and the kernel's state was reported unknown.
+    with anyio.fail_after(60):
+        await client.execute("kept = 'yes'")
+        pid = int((await client.execute("import os; print(os.getpid())")).text)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(KernelStoppedError, match="SIGCONT") as raised:
+                await client.execute("kept = kept + '!'", timeout=30)
+            assert time.monotonic() - started < 5  # the 2 s liveness probe, not the 30 s timeout
+            assert raised.value.kernel_id == client.kernel_id
+            async with httpx.AsyncClient(trust_env=False, headers={"Authorization": f"token {client.token}"}) as http:
+                model = (await http.get(f"{client.base_url}/api/kernels/{client.kernel_id}")).json()
+            assert model["process_state"] == "stopped"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Continued, the kernel ran the waiting request (its output discarded) and kept its state.
+        assert (await client.execute("print(kept)")).text == "yes!"
+
+
+async def test_a_kernel_that_stops_itself_is_reported_promptly_and_reset_replaces_it(client: KernelClient) -> None:
+    # Kernel code stopping its own process: the error comes within seconds, and reset() does not
+    # wait for a shutdown reply the stopped process can never send.
+    with anyio.fail_after(60):
+        started = time.monotonic()
+        with pytest.raises(KernelStoppedError):
+            await client.execute("import os, signal\nprint('before', flush=True)\nos.kill(os.getpid(), signal.SIGSTOP)")
+        assert time.monotonic() - started < 5
+        started = time.monotonic()
+        await client.reset()
+        assert time.monotonic() - started < 5
+        assert (await client.execute("1 + 2")).text == "3"
 
 
 async def test_the_stream_context_manager_yields_chunks_and_keeps_the_result(client: KernelClient) -> None:

@@ -27,7 +27,7 @@ import psutil
 import pytest
 from helpers.sandbox_dirs import sandbox_work_dir
 
-from kernelbox import ExecutionResult, KernelClient, KernelGateway, SandboxUnavailableError
+from kernelbox import ExecutionResult, KernelClient, KernelGateway, KernelStoppedError, SandboxUnavailableError
 from kernelbox.cli._doctor import doctor
 from kernelbox.sandbox import (
     check_sandbox_prerequisites,
@@ -551,6 +551,19 @@ async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
     for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "kernelbox._child.kernel_launcher"):
         assert any(part in line for line in running), (part, running)
     assert _alive(processes) == [], "left behind after stop()"
+
+
+async def test_a_sandboxed_kernel_that_stops_itself_is_reported_promptly(sandbox: Sandbox, tmp_path: Path) -> None:
+    # The gateway reads the kernel's process state inside the sandbox's own PID namespace.
+    with anyio.fail_after(TEST_TIMEOUT_SECONDS):
+        async with KernelClient(host=sandbox.gateway.host, port=sandbox.gateway.port,
+                                token=sandbox.gateway.token, images_dir=tmp_path) as client:
+            started = anyio.current_time()
+            with pytest.raises(KernelStoppedError):
+                await client.execute("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)", timeout=60)
+            assert anyio.current_time() - started < 10
+            await client.reset()
+            assert (await client.execute("1 + 2")).text == "3"
 
 
 async def test_pip_install_works_with_the_pypi_preset(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from typing import Any
 # the gateway validates that format, so the import is refused (jsonschema skips the check).
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
+import psutil
 from jupyter_client.connect import port_names
 from jupyter_server._tz import utcnow
 from kernel_gateway.gatewayapp import KernelGatewayApp
@@ -213,6 +214,20 @@ class PooledKernelManager(SeedingMappingKernelManager):
     def list_kernels(self) -> list[dict[str, Any]]:
         return [k for k in super().list_kernels() if k["id"] not in self._pool_ids]
 
+    def kernel_model(self, kernel_id: str) -> dict[str, Any]:
+        """Jupyter Server's kernel model plus ``"process_state"`` (a kernelbox addition).
+
+        ``"process_state"`` is the kernel process's scheduler state as psutil names it:
+        ``"running"``, ``"sleeping"``, ``"disk-sleep"``, ``"stopped"`` (SIGSTOP/SIGTSTP: it runs
+        nothing until SIGCONT), ``"zombie"``, ...; absent when the kernel has no process (e.g.
+        mid-restart). `KernelClient` reads it to tell a stopped kernel from a busy one.
+        """
+        model: dict[str, Any] = super().kernel_model(kernel_id)
+        state = process_state(self._kernels[kernel_id])
+        if state is not None:
+            model["process_state"] = state
+        return model
+
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         if kernel_id not in self._pool_ids:
             await super().cull_kernel_if_idle(kernel_id)
@@ -234,6 +249,17 @@ class PooledKernelManager(SeedingMappingKernelManager):
         await super().shutdown_kernel(kernel_id, now=now, restart=restart)
 
 
+def process_state(manager: Any) -> str | None:
+    """psutil's name for the scheduler state of `manager`'s kernel process, or None (no process)."""
+    pid = getattr(getattr(manager, "provisioner", None), "pid", None)
+    if not isinstance(pid, int):
+        return None
+    try:
+        return str(psutil.Process(pid).status())
+    except psutil.Error:
+        return None
+
+
 class SettlingKernelManager(PrivateConnectionKernelManager):
     """A kernel's manager that tells when a restart (automatic or requested) has finished.
 
@@ -246,10 +272,19 @@ class SettlingKernelManager(PrivateConnectionKernelManager):
         self.restart_finished = asyncio.Event()
         self.restart_finished.set()
 
+    def _stopped(self) -> bool:
+        # A stopped process (SIGSTOP/SIGTSTP) cannot answer a shutdown_request: jupyter_client
+        # would wait its whole shutdown_wait_time before killing it, longer than a client's
+        # restart or DELETE request waits. SIGKILL ends a stopped process at once.
+        return process_state(self) == psutil.STATUS_STOPPED
+
+    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        await super().shutdown_kernel(now=now or self._stopped(), restart=restart)
+
     async def restart_kernel(self, now: bool = False, newports: bool = False, **kw: Any) -> None:
         self.restart_finished.clear()
         try:
-            await super().restart_kernel(now=now, newports=newports, **kw)
+            await super().restart_kernel(now=now or self._stopped(), newports=newports, **kw)
             client = self.client()
             client.start_channels()
             try:

@@ -10,7 +10,7 @@ import contextlib
 import os
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
@@ -19,7 +19,9 @@ import httpx
 from .._errors import AuthenticationError, ClientError, GatewayConnectionError, KernelDiedError, KernelStartError
 from .._net import is_loopback_host
 
-__all__ = ["GatewayAPI", "base_urls"]
+__all__ = ["GatewayAPI", "KernelProbe", "base_urls"]
+
+KernelProbe = Literal["gone", "stopped", "alive", "unknown"]
 
 HTTP_TIMEOUT_SECONDS = 30.0
 # Interrupt and restart requests: short, so a hung gateway cannot stall them.
@@ -201,15 +203,29 @@ class GatewayAPI:
             # settles, the shutdown works.
             await anyio.sleep(DELETE_RETRY_SECONDS * attempt)
 
-    async def kernel_exists(self, kernel_id: str) -> bool | None:
-        """True/False from ``GET /api/kernels/<id>`` (404: False); None when the gateway did not answer."""
+    async def probe_kernel(self, kernel_id: str) -> KernelProbe:
+        """What ``GET /api/kernels/<id>`` says of the kernel, within `CONTROL_TIMEOUT_SECONDS`.
+
+        Returns:
+            ``"gone"`` (404), ``"stopped"`` (its process is stopped: kernelbox gateways report
+            ``"process_state"`` in the model), ``"alive"`` (200 otherwise), or ``"unknown"``
+            (no answer, or another status).
+        """
         try:
             response = await self.request("GET", f"/api/kernels/{quote(kernel_id)}", timeout=CONTROL_TIMEOUT_SECONDS)
         except ClientError:
-            return None
+            return "unknown"
         if response.status_code == 404:
-            return False
-        return response.status_code == 200 or None
+            return "gone"
+        if response.status_code != 200:
+            return "unknown"
+        try:
+            model = response.json()
+        except ValueError:
+            return "unknown"
+        if isinstance(model, dict) and model.get("process_state") == "stopped":
+            return "stopped"
+        return "alive"
 
     async def control(self, kernel_id: str, action: str) -> None:
         """POST an ``interrupt`` or ``restart`` for the kernel, bounded by a short timeout.

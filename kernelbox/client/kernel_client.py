@@ -28,6 +28,7 @@ from .._errors import (
     ExecutionTimeoutError,
     KernelDiedError,
     KernelStartError,
+    KernelStoppedError,
     NotConnectedError,
 )
 from .._validate import check_int, check_seconds
@@ -53,6 +54,11 @@ DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 _KERNEL_GONE = (
     "the kernel no longer exists on the gateway (it was shut down or culled, or the gateway "
     "restarted); its state is lost"
+)
+_KERNEL_STOPPED = (
+    "the kernel process is stopped (SIGSTOP or SIGTSTP) and runs nothing; its state is intact: "
+    "sent SIGCONT, it resumes and runs this request (whose output is then discarded), or call "
+    "reset() for a fresh kernel"
 )
 _KERNEL_DIED = (
     "the kernel died (its process exited: a crash, os._exit, a signal or the out-of-memory "
@@ -368,7 +374,7 @@ class KernelClient:
         api, kernel_id = self._api, self._kernel_id
         if api is None or kernel_id is None:
             return True
-        if await api.kernel_exists(kernel_id) is False:
+        if await api.probe_kernel(kernel_id) == "gone":
             self._kernel_gone(_KERNEL_GONE)
             return True
         return False
@@ -487,6 +493,8 @@ class KernelClient:
                 (``state_kept=False``); the client stays usable. ``state_kept=None`` when the
                 gateway did not answer the interrupt.
             KernelDiedError: the kernel process died (now or before); `reset()` recovers.
+            KernelStoppedError: the kernel process is stopped (SIGSTOP), reported about
+                `LIVENESS_PROBE_SECONDS` after it fell silent; its state is intact.
             GatewayConnectionError: the connection to the gateway was lost and could not be
                 re-established (a dropped WebSocket is reconnected transparently).
         """
@@ -582,7 +590,7 @@ class KernelClient:
                 if now >= deadline:
                     await self._handle_timeout(kernel_id, execution, timeout)
                 if now - execution.last_message_at >= LIVENESS_PROBE_SECONDS:
-                    await self._probe_liveness(kernel_id, deadline)
+                    await self._probe_liveness(kernel_id, execution, deadline)
                     execution.last_message_at = anyio.current_time()
                     continue
                 await execution.wait(min(deadline, execution.last_message_at + LIVENESS_PROBE_SECONDS) - now)
@@ -620,15 +628,20 @@ class KernelClient:
             raise ExecutionError("ExecutionAborted", "the kernel aborted the execution",
                                  url=self.base_url, kernel_id=self._kernel_id)
 
-    async def _probe_liveness(self, kernel_id: str, deadline: float) -> None:
-        """Jupyter Server keeps the WebSocket open when a kernel is shut down or culled, and
-        nothing else would ever arrive: after a silence, ask whether the kernel still exists."""
+    async def _probe_liveness(self, kernel_id: str, execution: Execution, deadline: float) -> None:
+        """After a silence, ask the gateway about the kernel: Jupyter Server keeps the WebSocket
+        open when a kernel is shut down or culled, and a stopped process sends nothing, so in
+        both cases nothing else would ever arrive."""
         api = self._api
         if api is None:
             return
         with anyio.move_on_after(max(min(deadline - anyio.current_time(), CONTROL_TIMEOUT_SECONDS), 0)):
-            if await api.kernel_exists(kernel_id) is False:
+            probe = await api.probe_kernel(kernel_id)
+            if probe == "gone":
                 self._kernel_gone(_KERNEL_GONE)
+            elif probe == "stopped":
+                logger.warning("Kernel %s: its process is stopped (SIGSTOP or SIGTSTP)", kernel_id)
+                execution.fail(self._context(KernelStoppedError(_KERNEL_STOPPED)))
 
     async def _interrupt_abandoned(self, kernel_id: str) -> None:
         """A cancelled execution: interrupt its code so the next call starts on a free kernel."""
