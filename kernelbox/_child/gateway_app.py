@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import pathlib
 import select
 import signal
 import socket
@@ -42,13 +43,35 @@ import sys
 import threading
 from typing import Any
 
+if __name__ == "__main__":
+    # The gateway process itself (not a re-import by name). Before anything else, and so before
+    # any kernel exists: undumpable, a new session keyring. Then the first kernel starts, so
+    # that it imports ipykernel while this process imports Jupyter Server below
+    # (`kernelbox._child._prelaunch`).
+    import atexit
+
+    from kernelbox._child._hardening import join_new_session_keyring, make_undumpable
+    from kernelbox._child._prelaunch import PrelaunchedKernel, prelaunch_kernel, report_failure
+
+    make_undumpable()
+    join_new_session_keyring()
+    _PRELAUNCHED: PrelaunchedKernel | None = None
+    try:
+        _PRELAUNCHED = prelaunch_kernel()
+    except (LookupError, ValueError, OSError) as exc:  # reported; kernels then start as usual
+        report_failure(exc)
+    else:
+        # Also when an import below fails: the process never outlives this one.
+        atexit.register(_PRELAUNCHED.discard)
+
 # jsonschema imports rfc3987_syntax, when installed, for its optional "iri" format check; it
 # builds a parser at import time, measured at 1.2 s of the gateway's ~2 s start. Nothing in
 # the gateway validates that format, so the import is refused (jsonschema skips the check).
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 import psutil
-from jupyter_client.connect import port_names
+from jupyter_client.connect import LocalPortCache, port_names
+from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
 from jupyter_server._tz import utcnow
 from kernel_gateway.gatewayapp import KernelGatewayApp
 from kernel_gateway.services.kernels.manager import (
@@ -58,7 +81,7 @@ from kernel_gateway.services.kernels.manager import (
 from tornado import httpserver
 from traitlets import Float, Integer, default
 
-from kernelbox._child._hardening import join_new_session_keyring, make_undumpable
+from kernelbox._child._prelaunch import PrelaunchedKernel
 from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
     POOLED_IOPUB_ATTRIBUTE,
@@ -109,6 +132,45 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
     def cleanup_connection_file(self) -> None:
         self._connection_file_written = False
 
+    async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+        kernel_id = self.kernel_id or kw.get("kernel_id")
+        take = getattr(self.parent, "take_prelaunched", None)
+        prelaunched = take(kernel_id) if take is not None and kernel_id else None
+        if prelaunched is not None:
+            self._prepare_takeover(prelaunched)
+        return await super()._async_pre_start_kernel(**kw)
+
+    def _prepare_takeover(self, prelaunched: PrelaunchedKernel) -> None:
+        """Give this kernel the pre-launched process's connection info and a provisioner
+        that takes the process over (`PrelaunchedKernelProvisioner`).
+
+        Only where jupyter_client would pick its local provisioner and the same transport,
+        address and signature scheme; otherwise the process is killed here (and said so).
+        """
+        factory = KernelProvisionerFactory.instance(parent=self.parent)
+        mismatch = [
+            what for what, ok in (
+                ("kernel provisioner", "kernel_provisioner" not in self.kernel_spec.metadata
+                 and factory.default_provisioner_name == "local-provisioner"),
+                ("transport", self.transport == prelaunched.connection_info["transport"]),
+                ("ip", self.ip == prelaunched.connection_info["ip"]),
+                ("signature scheme", self.session.signature_scheme == prelaunched.connection_info["signature_scheme"]),
+            ) if not ok
+        ]
+        if mismatch:
+            self.log.warning(
+                "Not taking over the pre-launched kernel [pid %d] (%s differ): killing it",
+                prelaunched.process.pid, ", ".join(mismatch),
+            )
+            _discard(prelaunched)
+            return
+        self.load_connection_info(prelaunched.connection_info)
+        provisioner = PrelaunchedKernelProvisioner(
+            kernel_id=prelaunched.kernel_id, kernel_spec=self.kernel_spec, parent=self
+        )
+        provisioner.prelaunched = prelaunched
+        self.provisioner = provisioner
+
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
         info = {
             name: value.decode("ascii") if isinstance(value, bytes) else value
@@ -126,6 +188,74 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
             os.close(read_end)
             if write_end >= 0:
                 os.close(write_end)
+
+
+class PrelaunchedKernelProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner whose first launch takes over a pre-launched kernel.
+
+    The process (`kernelbox._child._prelaunch`) is taken only when it was started with exactly
+    what this launch would use: argv, environment, connection info, no other arguments (see
+    `PrelaunchedKernel.differences`); otherwise it is killed and a new process launched, with a
+    warning. The process is then recorded as `LocalProvisioner.launch_kernel` records one it
+    spawned (``process``, ``pid``, ``pgid``, ``cwd``), so polling, signals to its process group,
+    interrupts, shutdown and the restarter treat it the same. A restart launches a new process.
+    """
+
+    prelaunched: PrelaunchedKernel | None = None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        if self.prelaunched is not None:
+            if self.parent.cache_ports:
+                # Its ports were entered in jupyter_client's port cache when the gateway
+                # started (`PooledKernelManager.hold_prelaunched`): keep them, return them at
+                # cleanup, as for ports the cache picked.
+                self.ports_cached = True
+            else:
+                _release_ports(self.prelaunched)
+        result: dict[str, Any] = await super().pre_launch(**kwargs)
+        return result
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        prelaunched, self.prelaunched = self.prelaunched, None
+        if prelaunched is None:
+            return await super().launch_kernel(cmd, **kwargs)
+        scrubbed = LocalProvisioner._scrub_kwargs(kwargs)
+        env = scrubbed.pop("env", None)
+        scrubbed.pop("stdin", None)  # the same connection info line, checked below
+        found = prelaunched.differences(cmd, env or {}, self.connection_info, scrubbed)
+        if env is None:
+            found.append("env (none given)")
+        if not found and prelaunched.process.poll() is not None:
+            found.append(f"the process (it exited with status {prelaunched.process.returncode})")
+        if found:
+            self.log.warning(
+                "Not taking over the pre-launched kernel [pid %d] (%s differ): starting a new one",
+                prelaunched.process.pid, ", ".join(found),
+            )
+            prelaunched.discard()
+            return await super().launch_kernel(cmd, **kwargs)
+        prelaunched.taken = True
+        self.process = prelaunched.process
+        self.pid = self.process.pid
+        try:
+            self.pgid = os.getpgid(self.pid)
+        except OSError:
+            self.pgid = None  # as LocalProvisioner: signals then go to the process alone
+        self.cwd = kwargs.get("cwd", pathlib.Path.cwd())
+        self.log.info("Kernel %s is the pre-launched kernel process [pid %d]", self.kernel_id, self.pid)
+        return self.connection_info
+
+
+def _release_ports(prelaunched: PrelaunchedKernel) -> None:
+    cache = LocalPortCache.instance()
+    for port in prelaunched.ports:
+        cache.return_port(port)
+
+
+def _discard(prelaunched: PrelaunchedKernel) -> None:
+    """Kill a pre-launched kernel no kernel manager took, and free its ports."""
+    prelaunched.discard()
+    _release_ports(prelaunched)
 
 
 class PooledKernelManager(SeedingMappingKernelManager):
@@ -159,6 +289,47 @@ class PooledKernelManager(SeedingMappingKernelManager):
         self._pool_ids: set[str] = set()  # ready or still starting
         self._filling = 0
         self._fill_tasks: set[asyncio.Task[None]] = set()
+        # Started before this process imported Jupyter (see `kernelbox._child._prelaunch`);
+        # offered to the first kernel start only, then taken over or killed.
+        self.prelaunched: PrelaunchedKernel | None = None
+        self._taking_over: dict[str, PrelaunchedKernel] = {}
+
+    def _offer_prelaunched(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The first kernel start's arguments, naming the pre-launched kernel when it may take it.
+
+        Only a poolable start (the default kernelspec, no ``env``, no ``path``) is started the
+        way the pre-launched kernel was; any other first start kills it, so a request with its
+        own environment never gets it.
+        """
+        prelaunched, self.prelaunched = self.prelaunched, None
+        if prelaunched is None:
+            return kwargs
+        if not self._poolable(kwargs):
+            self.log.info(
+                "Stopping the pre-launched kernel [pid %d]: the first kernel start asks for its "
+                "own kernelspec, env or path", prelaunched.process.pid,
+            )
+            _discard(prelaunched)
+            return kwargs
+        self._taking_over[prelaunched.kernel_id] = prelaunched
+        return {**kwargs, "kernel_id": prelaunched.kernel_id}
+
+    def hold_prelaunched(self, prelaunched: PrelaunchedKernel) -> None:
+        """Keep `prelaunched` for the first kernel start; its ports count as taken meanwhile."""
+        self.prelaunched = prelaunched
+        LocalPortCache.instance().currently_used_ports.update(prelaunched.ports)
+
+    def take_prelaunched(self, kernel_id: str) -> PrelaunchedKernel | None:
+        """The pre-launched kernel offered to the start of `kernel_id`, once; else None."""
+        return self._taking_over.pop(kernel_id, None)
+
+    def discard_prelaunched(self) -> None:
+        """Kill the pre-launched kernel if no kernel start took it (at the gateway's stop)."""
+        for prelaunched in [self.prelaunched, *self._taking_over.values()]:
+            if prelaunched is not None:
+                _discard(prelaunched)
+        self.prelaunched = None
+        self._taking_over.clear()
 
     def _poolable(self, kwargs: dict[str, Any]) -> bool:
         name = kwargs.get("kernel_name") or self.default_kernel_name
@@ -180,6 +351,8 @@ class PooledKernelManager(SeedingMappingKernelManager):
             setattr(self.get_kernel(kernel_id), POOL_REFILL_ATTRIBUTE, self.fill_pool)
             asyncio.get_running_loop().call_later(POOL_REFILL_FALLBACK_SECONDS, self.fill_pool)
             return kernel_id
+        if not args:
+            kwargs = self._offer_prelaunched(kwargs)
         return await super().start_kernel(*args, **kwargs)
 
     def fill_pool(self) -> None:
@@ -196,7 +369,8 @@ class PooledKernelManager(SeedingMappingKernelManager):
     async def _add_pooled_kernel(self) -> None:
         kernel_id = None
         try:
-            kernel_id = await super().start_kernel(kernel_name=self.default_kernel_name)
+            kwargs = self._offer_prelaunched({"kernel_name": self.default_kernel_name})
+            kernel_id = await super().start_kernel(**kwargs)
             self._pool_ids.add(kernel_id)
             # Ready = answered kernel_info; the reply is cached and an iopub socket is left
             # subscribed for the kernel's first WebSocket, which then waits for neither.
@@ -309,6 +483,10 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
         self.http_server.add_socket(self.listening_socket)
         self.port = self.listening_socket.getsockname()[1]
 
+    async def _stop(self) -> None:
+        self.kernel_manager.discard_prelaunched()
+        await super()._stop()
+
     def init_signal(self) -> None:
         # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
         super().init_signal()
@@ -385,12 +563,15 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
     return argv
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prelaunched: PrelaunchedKernel | None = None) -> None:
+    """Run the gateway; only as this process's ``__main__`` (which hardened it first).
+
+    Args:
+        argv: the configuration JSON as the only argument; ``sys.argv[1:]`` by default.
+        prelaunched: the kernel started at the top of the module, for the first kernel start.
+    """
     args = sys.argv[1:] if argv is None else argv
     config: dict[str, Any] = json.loads(args[0]) if args else {}
-    # Before any kernel exists: no kernel can be inside this process's reach even briefly.
-    make_undumpable()
-    join_new_session_keyring()
     sock = _adopt_stdin_socket()
     logging.getLogger("tornado.general").addFilter(_JupyterPingMismatchFilter())
 
@@ -399,10 +580,13 @@ def main(argv: list[str] | None = None) -> None:
     app.listening_socket = sock
     app.env_process_whitelist = kernel_env_names
     app.initialize(_config_argv(config))
+    if prelaunched is not None:
+        app.kernel_manager.hold_prelaunched(prelaunched)
+        app.log.info("Pre-launched kernel [pid %d] waits for the first kernel start", prelaunched.process.pid)
     threading.Thread(target=_watch_lifeline, args=(app,), daemon=True, name="lifeline").start()
     app.io_loop.add_callback(app.kernel_manager.fill_pool)
     app.start()
 
 
 if __name__ == "__main__":
-    main()
+    main(prelaunched=_PRELAUNCHED)
