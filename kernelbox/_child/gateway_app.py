@@ -64,14 +64,19 @@ if __name__ == "__main__":
         # Also when an import below fails: the process never outlives this one.
         atexit.register(_PRELAUNCHED.discard)
 
-# jsonschema imports rfc3987_syntax, when installed, for its optional "iri" format check; it
-# builds a parser at import time, measured at 1.2 s of the gateway's ~2 s start. Nothing in
-# the gateway validates that format, so the import is refused (jsonschema skips the check).
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+# jsonschema imports these, when installed, for optional format checks ("iri", "uri",
+# "duration"): rfc3987_syntax builds a parser at import time (measured at 1.2 s of the
+# gateway's ~2 s start), rfc3986_validator compiles its patterns (~30 ms), isoduration imports
+# arrow (~15 ms). The gateway validates only Jupyter Server's own event schemas and events,
+# whose one formatted field is each schema's "$id" URI, fixed in the package; so the imports
+# are refused (jsonschema then skips those checks).
+for _optional_format_module in ("rfc3987_syntax", "rfc3986_validator", "isoduration"):
+    sys.modules.setdefault(_optional_format_module, None)  # type: ignore[arg-type]
 
 import psutil
 from jupyter_client.connect import LocalPortCache, port_names
-from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from jupyter_server._tz import utcnow
 from kernel_gateway.gatewayapp import KernelGatewayApp
 from kernel_gateway.services.kernels.manager import (
@@ -205,7 +210,7 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         if self.prelaunched is not None:
-            if self.parent.cache_ports:
+            if getattr(self.parent, "cache_ports", False):
                 # Its ports were entered in jupyter_client's port cache when the gateway
                 # started (`PooledKernelManager.hold_prelaunched`): keep them, return them at
                 # cleanup, as for ports the cache picked.
@@ -222,7 +227,7 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
         scrubbed = LocalProvisioner._scrub_kwargs(kwargs)
         env = scrubbed.pop("env", None)
         scrubbed.pop("stdin", None)  # the same connection info line, checked below
-        found = prelaunched.differences(cmd, env or {}, self.connection_info, scrubbed)
+        found = prelaunched.differences(cmd, env or {}, dict(self.connection_info), scrubbed)
         if env is None:
             found.append("env (none given)")
         if not found and prelaunched.process.poll() is not None:
@@ -491,6 +496,18 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
         # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
         super().init_signal()
         signal.signal(signal.SIGINT, self._signal_stop)
+
+    def _signal_stop(self, sig: int, frame: Any) -> None:
+        # Only records: Kernel Gateway's handler logs, and a signal that lands while the main
+        # thread writes a log line makes that a reentrant write to stderr, which raises
+        # RuntimeError in the handler before it stops anything (the signal was lost).
+        if getattr(self, "io_loop", None) is None:  # still initializing: nothing to stop yet
+            raise SystemExit(128 + sig)
+        self.io_loop.add_callback_from_signal(self._stop_on_signal, sig)
+
+    def _stop_on_signal(self, sig: int) -> None:
+        self.log.critical("received signal %s, stopping", sig)
+        self.stop()
 
 
 class _JupyterPingMismatchFilter(logging.Filter):
