@@ -553,6 +553,26 @@ async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
     assert _alive(processes) == [], "left behind after stop()"
 
 
+async def test_a_sandboxed_gateway_takes_over_its_prelaunched_kernel_or_leaves_none(tmp_path: Path) -> None:
+    # The gateway starts its first kernel before importing Jupyter (kernelbox._child._prelaunch);
+    # inside the sandbox too it is taken over by the first plain kernel start, or stopped with
+    # the gateway when none came.
+    with anyio.fail_after(TEST_TIMEOUT_SECONDS), sandbox_work_dir() as work:
+        async with KernelGateway(host="127.0.0.1", port=0, sandbox=True, working_dir=work,
+                                 startup_timeout=START_TIMEOUT_SECONDS) as unused:
+            assert unused.pid is not None
+            processes = _process_tree(unused.pid)
+            assert any("kernelbox._child.kernel_launcher" in line for line in _command_lines(processes))
+        assert _alive(processes) == [], "left behind after stop()"
+        async with KernelGateway(host="127.0.0.1", port=0, sandbox=True, working_dir=work,
+                                 startup_timeout=START_TIMEOUT_SECONDS) as gateway:
+            async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                    images_dir=tmp_path) as client:
+                assert (await client.execute("1 + 1")).text == "2"
+                assert any(f"Kernel {client.kernel_id} is the pre-launched kernel process" in line
+                           for line in gateway.log_tail), gateway.log_tail
+
+
 async def test_a_sandboxed_kernel_that_stops_itself_is_reported_promptly(sandbox: Sandbox, tmp_path: Path) -> None:
     # The gateway reads the kernel's process state inside the sandbox's own PID namespace.
     with anyio.fail_after(TEST_TIMEOUT_SECONDS):
