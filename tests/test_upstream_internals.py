@@ -23,13 +23,20 @@ INTERNALS = [
     ("kernel_gateway.services.kernels.manager", "SeedingMappingKernelManager", ["start_kernel"]),
     ("kernel_gateway.services.kernels.manager", "KernelGatewayIOLoopKernelManager",
      ["write_connection_file", "cleanup_connection_file", "_async_launch_kernel",
-      "_record_random_port_names", "get_connection_info", "restart_kernel", "transport_encryption"]),
+      "_record_random_port_names", "get_connection_info", "restart_kernel", "transport_encryption",
+      "_async_pre_start_kernel", "load_connection_info", "cache_ports", "kernel_spec", "session", "ip",
+      "transport"]),
     ("kernel_gateway.gatewayapp", "KernelGatewayApp",
-     ["init_http_server", "init_signal", "_signal_stop", "_build_ssl_options", "env_process_whitelist",
+     ["init_http_server", "init_signal", "_signal_stop", "_stop", "_build_ssl_options", "env_process_whitelist",
       "kernel_websocket_connection_class", "kernel_manager_class", "port_retries", "max_kernels"]),
     ("ipykernel.kernelapp", "IPKernelApp",
      ["init_connection_file", "write_connection_file", "cleanup_connection_file", "load_connection_info"]),
     ("jupyter_client.connect", None, ["port_names"]),
+    ("jupyter_client.provisioning.local_provisioner", "LocalProvisioner",
+     ["pid", "pgid", "process", "cwd", "ports_cached", "connection_info", "_scrub_kwargs", "pre_launch",
+      "launch_kernel"]),
+    ("jupyter_client.provisioning.factory", "KernelProvisionerFactory", ["default_provisioner_name", "instance"]),
+    ("jupyter_client.connect", "LocalPortCache", ["return_port", "instance"]),
     ("jupyter_server._tz", None, ["utcnow"]),
 ]
 
@@ -51,3 +58,26 @@ def test_the_stream_hook_still_takes_stream_and_message() -> None:
 
     parameters = list(inspect.signature(ZMQChannelsWebsocketConnection._on_zmq_reply).parameters)
     assert parameters[:3] == ["self", "stream", "msg_list"], parameters
+
+
+def test_the_local_provisioner_still_records_only_what_a_takeover_records() -> None:
+    # PrelaunchedKernelProvisioner.launch_kernel records a pre-launched process as
+    # LocalProvisioner.launch_kernel records one it spawned: these attributes and no others.
+    import re
+
+    from jupyter_client.connect import LocalPortCache
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    source = inspect.getsource(LocalProvisioner.launch_kernel)
+    assert set(re.findall(r"self\.(\w+) = ", source)) == {"process", "pid", "pgid", "cwd"}
+    assert isinstance(LocalPortCache().currently_used_ports, set)
+
+
+def test_jupyter_client_still_launches_kernels_as_the_prelaunch_does() -> None:
+    # kernelbox._child._prelaunch starts the first kernel as launch_kernel would on POSIX; the
+    # takeover compares argv, env and arguments at run time, but not these two.
+    from jupyter_client import launcher
+
+    source = inspect.getsource(launcher.launch_kernel)
+    assert 'kwargs["start_new_session"] = True' in source
+    assert 'env["JPY_PARENT_PID"] = str(os.getpid())' in source
