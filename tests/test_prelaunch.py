@@ -76,15 +76,18 @@ async def _probe(client: KernelClient) -> dict[str, object]:
     return report
 
 
+def _runs(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 async def _wait_gone(pid: int) -> None:
     """Return once `pid` no longer runs (a zombie counts as gone); fail after the bound."""
-    try:
-        process = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    _, alive = await anyio.to_thread.run_sync(psutil.wait_procs, [process], EXIT_TIMEOUT_SECONDS)
-    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"process {pid} still runs"
+    with anyio.fail_after(EXIT_TIMEOUT_SECONDS):
+        while _runs(pid):
+            await anyio.sleep(0.05)  # polling the process table for a condition
 
 
 async def test_the_first_kernel_is_the_prelaunched_process_started_like_any_other(tmp_path: Path) -> None:
@@ -157,6 +160,19 @@ async def test_the_prelaunched_kernel_dies_with_a_killed_gateway(tmp_path: Path)
             assert gateway.pid is not None
             psutil.Process(gateway.pid).send_signal(signal.SIGKILL)
             await _wait_gone(prelaunched_pid)  # ipykernel's parent poller, or the supervisor's reaping
+
+
+async def test_a_prelaunched_kernel_that_died_is_replaced_by_a_new_process(tmp_path: Path) -> None:
+    with anyio.fail_after(TEST_TIMEOUT_SECONDS):
+        async with KernelGateway(port=0, working_dir=tmp_path) as gateway:
+            prelaunched_pid = _prelaunched_pid(gateway)
+            psutil.Process(prelaunched_pid).send_signal(signal.SIGKILL)
+            await _wait_gone(prelaunched_pid)
+            async with _client(gateway, tmp_path) as client:
+                assert (await _probe(client))["pid"] != prelaunched_pid
+            assert _taken_over(gateway) == {}
+            assert any("Not taking over the pre-launched kernel" in line and "exited" in line
+                       for line in gateway.log_tail), gateway.log_tail
 
 
 async def test_a_pool_takes_the_prelaunched_kernel_first(tmp_path: Path) -> None:
