@@ -6,7 +6,7 @@ and initializes ipykernel and IPython (~0.35 s). `prelaunch_kernel` runs first t
 gateway process (`kernelbox._child.gateway_app`) and starts one kernel at once, so on a machine
 with two cores the two overlap; the first kernel start of the default kernelspec without its
 own ``env`` or ``path`` (the rule of `PooledKernelManager._poolable`) then takes that process
-over instead of spawning one (`PrelaunchedKernelProvisioner`).
+over instead of spawning one (`kernelbox._child.gateway_app.PrelaunchedKernelProvisioner`).
 
 The kernel is started exactly as jupyter_client would start it for that request, and the
 takeover checks it: the same argv (``python3`` kernelspec found first on ``JUPYTER_PATH``,
@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KERNEL_NAME", "PrelaunchedKernel", "prelaunch_kernel"]
+__all__ = ["KERNEL_NAME", "PrelaunchedKernel", "prelaunch_kernel", "report_failure"]
 
 KERNEL_NAME = "python3"
 # jupyter_client's KernelManager defaults (transport, ip) and Session default (scheme).

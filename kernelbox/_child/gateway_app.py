@@ -1,7 +1,7 @@
 """The gateway process: Jupyter Kernel Gateway on an inherited socket.
 
 Run by `KernelGateway` as ``python -m kernelbox._child.gateway_app CONFIG_JSON`` in its own session,
-possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in four ways:
+possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in five ways:
 
 - **Socket activation.** The listening socket arrives as standard input (the inetd convention;
   the sandbox passes stdio and nothing else) and is adopted with ``HTTPServer.add_socket``
@@ -12,6 +12,11 @@ possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in fou
 - **Explicit kernel environment.** This process's environment *is* the kernel environment
   (kernels inherit it); `KernelGateway` builds it. The same names are whitelisted for requests
   that carry their own ``env``, so both paths give kernels the same base.
+- **A pre-launched first kernel.** Before importing Jupyter Server this process starts one
+  kernel (`kernelbox._child._prelaunch`), which imports ipykernel meanwhile; the first kernel
+  start that would be served from the warm pool takes that process over
+  (`PrelaunchedKernelProvisioner`) once it has checked that the process was started exactly as
+  that start would start it. Any other first start, and the gateway's stop, kill it.
 - **Lifeline.** When the supervisor dies, the read end of our stdout/stderr pipe closes and
   ``poll()`` on our write end reports ``POLLERR``; we then shut down as on SIGTERM, so no
   gateway or kernel outlives a SIGKILLed supervisor.
@@ -237,6 +242,8 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
                 "Not taking over the pre-launched kernel [pid %d] (%s differ): starting a new one",
                 prelaunched.process.pid, ", ".join(found),
             )
+            # Its ports stay this kernel's (loaded above, in the port cache): the new process
+            # binds them once the old one is gone, as after a restart.
             prelaunched.discard()
             return await super().launch_kernel(cmd, **kwargs)
         prelaunched.taken = True
