@@ -8,9 +8,11 @@ Runs under asyncio only: the gateway process is the subject, not the client's ev
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -53,20 +55,46 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class _GatewayLog(logging.Handler):
+    """Every line of the gateway's log (`KernelGateway.log_tail` keeps only the last 50)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+_LOG = _GatewayLog()
+
+
+@pytest.fixture(autouse=True)
+def gateway_log() -> Iterator[_GatewayLog]:
+    logger = logging.getLogger("kernelbox.gateway")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_LOG)
+    _LOG.lines.clear()
+    yield _LOG
+    logger.removeHandler(_LOG)
+    logger.setLevel(level)
+
+
 def _client(gateway: KernelGateway, tmp_path: Path, **kwargs: object) -> KernelClient:
     return KernelClient(host=gateway.host, port=gateway.port, token=gateway.token, images_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 def _prelaunched_pid(gateway: KernelGateway) -> int:
     """The pid the gateway logged for its pre-launched kernel (logged before it answers)."""
-    pids = [int(match.group(1)) for line in gateway.log_tail if (match := WAITING.search(line))]
-    assert len(pids) == 1, gateway.log_tail
+    pids = [int(match.group(1)) for line in _LOG.lines if (match := WAITING.search(line))]
+    assert len(pids) == 1, _LOG.lines
     return pids[0]
 
 
 def _taken_over(gateway: KernelGateway) -> dict[str, int]:
     """Kernel id -> pid, for every kernel the gateway said took over the pre-launched process."""
-    return {match.group(1): int(match.group(2)) for line in gateway.log_tail if (match := TAKEN.search(line))}
+    return {match.group(1): int(match.group(2)) for line in _LOG.lines if (match := TAKEN.search(line))}
 
 
 async def _probe(client: KernelClient) -> dict[str, object]:
@@ -141,7 +169,7 @@ async def test_a_first_kernel_with_its_own_env_does_not_get_the_prelaunched_one(
             async with _client(gateway, tmp_path) as plain:  # a later plain start: a new process
                 assert (await _probe(plain))["pid"] != prelaunched_pid
             assert _taken_over(gateway) == {}
-            assert any("Stopping the pre-launched kernel" in line for line in gateway.log_tail)
+            assert any("Stopping the pre-launched kernel" in line for line in _LOG.lines)
 
 
 async def test_an_unused_prelaunched_kernel_does_not_outlive_the_gateway(tmp_path: Path) -> None:
@@ -172,14 +200,14 @@ async def test_a_prelaunched_kernel_that_died_is_replaced_by_a_new_process(tmp_p
                 assert (await _probe(client))["pid"] != prelaunched_pid
             assert _taken_over(gateway) == {}
             assert any("Not taking over the pre-launched kernel" in line and "exited" in line
-                       for line in gateway.log_tail), gateway.log_tail
+                       for line in _LOG.lines), _LOG.lines
 
 
 async def test_a_pool_takes_the_prelaunched_kernel_first(tmp_path: Path) -> None:
     with anyio.fail_after(TEST_TIMEOUT_SECONDS):
         async with KernelGateway(port=0, working_dir=tmp_path, pool_size=1) as gateway:
             prelaunched_pid = _prelaunched_pid(gateway)
-            while not any("Pooled kernel" in line and "(1 ready)" in line for line in gateway.log_tail):
+            while not any("Pooled kernel" in line and "(1 ready)" in line for line in _LOG.lines):
                 await anyio.sleep(0.05)  # polling the gateway's log for a condition
             async with _client(gateway, tmp_path) as client:
                 assert (await _probe(client))["pid"] == prelaunched_pid

@@ -121,6 +121,35 @@ def test_fractional_cull_seconds_reach_the_gateway_unrounded() -> None:
     assert "--PooledKernelManager.cull_interval=0.25" in argv
 
 
+def test_kernelspec_lookup_skips_ipythons_directory_only_when_it_holds_no_kernelspecs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_core.paths import jupyter_path
+
+    from kernelbox._child.gateway_app import _skip_empty_ipython_kernel_dir
+
+    unset = object()
+    manager = types.SimpleNamespace(kernel_dirs=unset)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    _skip_empty_ipython_kernel_dir(manager)
+    assert manager.kernel_dirs == jupyter_path("kernels")  # nothing there: IPython not imported
+
+    manager = types.SimpleNamespace(kernel_dirs=unset)
+    (tmp_path / "ipython" / "kernels").mkdir(parents=True)
+    _skip_empty_ipython_kernel_dir(manager)
+    assert manager.kernel_dirs is unset  # jupyter_client's default, with IPython's directory, stays
+
+    monkeypatch.delenv("IPYTHONDIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    for kernels in (tmp_path / "home" / ".ipython" / "kernels", tmp_path / "xdg" / "ipython" / "kernels"):
+        kernels.mkdir(parents=True)
+        manager = types.SimpleNamespace(kernel_dirs=unset)
+        _skip_empty_ipython_kernel_dir(manager)
+        assert manager.kernel_dirs is unset, kernels
+        kernels.rmdir()
+
+
 def test_output_chunks_survive_copy_and_pickle() -> None:
     import copy
     import pickle

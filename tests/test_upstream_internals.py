@@ -81,3 +81,13 @@ def test_jupyter_client_still_launches_kernels_as_the_prelaunch_does() -> None:
     source = inspect.getsource(launcher.launch_kernel)
     assert 'kwargs["start_new_session"] = True' in source
     assert 'env["JPY_PARENT_PID"] = str(os.getpid())' in source
+
+
+def test_kernelspec_lookup_still_adds_only_ipythons_directory_to_jupyter_path() -> None:
+    # gateway_app._skip_empty_ipython_kernel_dir sets kernel_dirs to jupyter_path("kernels"),
+    # the default without IPython's directory.
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    source = inspect.getsource(KernelSpecManager._kernel_dirs_default)
+    assert 'dirs = jupyter_path("kernels")' in source
+    assert source.count("dirs.append(") == 1 and "get_ipython_dir()" in source

@@ -82,6 +82,7 @@ import psutil
 from jupyter_client.connect import LocalPortCache, port_names
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+from jupyter_core.paths import jupyter_path
 from jupyter_server._tz import utcnow
 from kernel_gateway.gatewayapp import KernelGatewayApp
 from kernel_gateway.services.kernels.manager import (
@@ -556,6 +557,30 @@ def _watch_lifeline(app: KernelGatewayApp) -> None:
                 return
 
 
+def _ipython_kernel_dirs(environ: dict[str, str]) -> list[str]:
+    """Where IPython's own directory could hold kernelspecs (``IPython.paths.get_ipython_dir``):
+    ``$IPYTHONDIR/kernels``, else ``~/.ipython/kernels`` and the XDG ``ipython/kernels``."""
+    if environ.get("IPYTHONDIR"):
+        return [os.path.join(os.path.expanduser(environ["IPYTHONDIR"]), "kernels")]
+    home = os.path.expanduser("~")
+    xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return [os.path.join(home, ".ipython", "kernels"), os.path.join(xdg, "ipython", "kernels")]
+
+
+def _skip_empty_ipython_kernel_dir(kernel_spec_manager: Any) -> None:
+    """Leave IPython's directory out of kernelspec lookup when it holds no kernelspecs.
+
+    jupyter_client's default ``kernel_dirs`` is ``jupyter_path("kernels")`` plus IPython's
+    directory, found by importing IPython (~35 ms, on the first request, so on every cold
+    start). When none of the places that directory can be has a ``kernels`` subdirectory, it
+    adds nothing to the lookup, and the same list without it is set instead (decided once,
+    at start: kernelspecs put into IPython's directory later need a gateway restart).
+    """
+    if any(os.path.isdir(path) for path in _ipython_kernel_dirs(dict(os.environ))):
+        return
+    kernel_spec_manager.kernel_dirs = jupyter_path("kernels")
+
+
 def _config_argv(config: dict[str, Any]) -> list[str]:
     argv = [
         "--KernelGatewayApp.api=kernel_gateway.jupyter_websocket",
@@ -604,6 +629,7 @@ def main(argv: list[str] | None = None, prelaunched: PrelaunchedKernel | None = 
     app.listening_socket = sock
     app.env_process_whitelist = kernel_env_names
     app.initialize(_config_argv(config))
+    _skip_empty_ipython_kernel_dir(app.kernel_spec_manager)
     if prelaunched is not None:
         app.kernel_manager.hold_prelaunched(prelaunched)
         app.log.info("Pre-launched kernel [pid %d] waits for the first kernel start", prelaunched.process.pid)
