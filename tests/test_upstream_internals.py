@@ -31,6 +31,8 @@ INTERNALS = [
     ("ipykernel.kernelapp", "IPKernelApp",
      ["init_connection_file", "write_connection_file", "cleanup_connection_file", "load_connection_info"]),
     ("jupyter_client.provisioning.local_provisioner", "LocalProvisioner", ["pid"]),
+    ("httpx_ws", "AsyncWebSocketSession", ["_background_receive", "_read_stream", "close"]),
+    ("httpx_ws._api", None, ["EndOfStream"]),
     ("jupyter_client.connect", None, ["port_names"]),
     ("jupyter_server._tz", None, ["utcnow"]),
 ]
@@ -53,3 +55,14 @@ def test_the_stream_hook_still_takes_stream_and_message() -> None:
 
     parameters = list(inspect.signature(ZMQChannelsWebsocketConnection._on_zmq_reply).parameters)
     assert parameters[:3] == ["self", "stream", "msg_list"], parameters
+
+
+def test_the_websocket_session_still_has_what_the_bounded_receive_uses() -> None:
+    # kernelbox.client._channels.BoundedWebSocketSession replaces httpx-ws's message assembly.
+    from httpx_ws import AsyncWebSocketSession, aconnect_ws
+
+    source = inspect.getsource(AsyncWebSocketSession)
+    used = ["self._should_close", "self._send_event", "self._write_lock", "self._ping_manager",
+            "self.connection", "self.stream", "def _background_receive(self, max_bytes"]
+    assert [name for name in used if name not in source] == []
+    assert "session_class" in inspect.signature(aconnect_ws).parameters
