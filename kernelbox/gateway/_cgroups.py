@@ -216,7 +216,9 @@ class GatewayCgroups:
 
 
 def _limit_socket_buffers_v1(path: Path, value: int) -> None:
-    """Bound TCP socket buffers too: cgroup v1 does not charge them to ``memory.limit_in_bytes``.
+    """Bound TCP socket buffers too: cgroup v1 does not charge them to ``memory.limit_in_bytes``
+    but to a counter of their own, limited here to the same `value` (so the tree may hold up to
+    twice `value` in all).
 
     Measured on this project's CI machine (cgroup v1, Linux 6.x): under a 512 MiB limit a kernel
     parked 2.2 GiB in loopback sockets nobody read; with ``memory.kmem.tcp.limit_in_bytes`` set
