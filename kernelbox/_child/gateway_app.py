@@ -58,6 +58,7 @@ from tornado import httpserver
 from traitlets import Float, Integer, default
 
 from kernelbox._child._hardening import join_new_session_keyring, make_undumpable
+from kernelbox._child.activity import IOPubStream, KernelActivity
 from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
     POOLED_IOPUB_ATTRIBUTE,
@@ -213,6 +214,23 @@ class PooledKernelManager(SeedingMappingKernelManager):
     def list_kernels(self) -> list[dict[str, Any]]:
         return [k for k in super().list_kernels() if k["id"] not in self._pool_ids]
 
+    def start_watching_activity(self, kernel_id: str) -> None:
+        """Jupyter Server's activity watcher, kept by the kernel's iopub streams instead.
+
+        The watcher socket is subscribed only while no other iopub stream of the kernel (a
+        WebSocket's, the offline buffer's, the pool's) is live: see `kernelbox._child.activity`.
+        """
+        kernel = self._kernels[kernel_id]
+        kernel.reason = ""
+        kernel.last_activity = utcnow()
+        stream = kernel.connect_iopub()
+        kernel.activity.watch(stream)
+        kernel._activity_stream = stream
+
+    def stop_watching_activity(self, kernel_id: str) -> None:
+        self._kernels[kernel_id].activity.unwatch()
+        super().stop_watching_activity(kernel_id)
+
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         if kernel_id not in self._pool_ids:
             await super().cull_kernel_if_idle(kernel_id)
@@ -245,6 +263,12 @@ class SettlingKernelManager(PrivateConnectionKernelManager):
         super().__init__(**kwargs)
         self.restart_finished = asyncio.Event()
         self.restart_finished.set()
+        # ``parent`` is the MappingKernelManager that created this manager.
+        self.activity = KernelActivity(self, self.parent)
+
+    def connect_iopub(self, identity: bytes | None = None) -> IOPubStream:
+        """An iopub stream that keeps this kernel's activity record (`kernelbox._child.activity`)."""
+        return IOPubStream.take_over(super().connect_iopub(identity=identity), self.activity)
 
     async def restart_kernel(self, now: bool = False, newports: bool = False, **kw: Any) -> None:
         self.restart_finished.clear()

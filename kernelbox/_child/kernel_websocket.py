@@ -33,7 +33,6 @@ import hmac
 import json
 from typing import Any, cast
 
-import zmq
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.websocket import WebSocketClosedError
 
@@ -100,7 +99,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         # A pooled kernel's first connection: its iopub socket subscribed while it waited in
         # the pool, so the kernel_info "nudge" that proves a fresh subscription is not needed.
         delattr(self.kernel_manager, POOLED_IOPUB_ATTRIBUTE)
-        _discard_pending(iopub)
+        iopub.discard_pending()  # pool start-up chatter (still counted as activity)
         iopub.channel = "iopub"
         self.channels["iopub"] = iopub
         identity = self.session.bsession
@@ -226,15 +225,6 @@ def _json_tail(channel: str, msg_id: Any, msg_type: Any) -> bytes:
         f',"msg_id":{json.dumps(msg_id)},"msg_type":{json.dumps(msg_type)},"buffers":[],'
         f'"channel":{json.dumps(channel)}}}'
     ).encode()
-
-
-def _discard_pending(stream: Any) -> None:
-    """Drop what a pooled iopub socket received while it waited (pool start-up chatter)."""
-    while True:
-        try:
-            stream.socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
 
 
 def split_stream_message(msg: Any, max_chars: int) -> list[Any]:
