@@ -34,7 +34,8 @@ from typing import Any
 import zmq
 from jupyter_client.session import DELIM
 from jupyter_server._tz import utcnow
-from zmq.eventloop.zmqstream import ZMQStream
+
+from kernelbox._child.streams import LeanStream
 
 logger = logging.getLogger("kernelbox.gateway.activity")
 
@@ -160,38 +161,22 @@ class KernelActivity:
         self._watcher_subscribed = True
 
 
-class IOPubStream(ZMQStream):
-    """A kernel's iopub ``ZMQStream`` whose every received message updates `KernelActivity`.
+class IOPubStream(LeanStream):
+    """A kernel's iopub stream whose every received message updates `KernelActivity`.
 
-    Made by `IOPubStream.take_over` from the stream jupyter_client's ``connect_iopub`` returns.
-    Closing the last live stream of a kernel leaves its socket open as the tail (see the module
-    docstring); the stream itself is closed all the same (``closed()`` is True).
+    Made by ``IOPubStream.take_over(stream, activity)`` from the stream jupyter_client's
+    ``connect_iopub`` returns. Closing the last live stream of a kernel leaves its socket open
+    as the tail (see the module docstring); the stream itself is closed all the same
+    (``closed()`` is True).
     """
 
     def __init__(self, socket: zmq.Socket[bytes], io_loop: Any, activity: KernelActivity) -> None:
         super().__init__(socket, io_loop)
         self.activity = activity
 
-    @classmethod
-    def take_over(cls, stream: ZMQStream, activity: KernelActivity) -> IOPubStream:
-        """The same socket as `stream` (which is left closed without closing the socket)."""
-        socket = stream.socket
-        stream.io_loop.remove_handler(socket)
-        stream.socket = None  # type: ignore[assignment]
-        return cls(socket, stream.io_loop, activity)
-
-    def _handle_recv(self) -> None:
-        # ZMQStream._handle_recv, with the activity record before the consumer.
-        if self._flushed:
-            return
-        try:
-            msg = self.socket.recv_multipart(zmq.NOBLOCK, copy=self._recv_copy)
-        except zmq.Again:
-            return  # state changed since the poll event
-        self.activity.seen(self, _as_bytes(msg))
-        callback = self._recv_callback
-        if callback is not None:
-            self._run_callback(callback, msg)
+    def _received(self, msg: list[Any]) -> None:
+        self.activity.seen(self, _as_bytes(msg))  # before the consumer, which may close us
+        super()._received(msg)
 
     def discard_pending(self) -> int:
         """Read and drop what the socket has queued, recording each message; how many."""

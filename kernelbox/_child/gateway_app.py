@@ -64,6 +64,7 @@ from kernelbox._child.kernel_websocket import (
     POOLED_IOPUB_ATTRIBUTE,
     prime_pooled_kernel,
 )
+from kernelbox._child.streams import LeanStream
 
 KERNEL_POLL_SECONDS = 0.5
 # How long a shutdown request waits for a restart under way to finish.
@@ -269,6 +270,16 @@ class SettlingKernelManager(PrivateConnectionKernelManager):
     def connect_iopub(self, identity: bytes | None = None) -> IOPubStream:
         """An iopub stream that keeps this kernel's activity record (`kernelbox._child.activity`)."""
         return IOPubStream.take_over(super().connect_iopub(identity=identity), self.activity)
+
+    # The other channels: `LeanStream`s (sends at once, reads in batches).
+    def connect_shell(self, identity: bytes | None = None) -> LeanStream:
+        return LeanStream.take_over(super().connect_shell(identity=identity))
+
+    def connect_control(self, identity: bytes | None = None) -> LeanStream:
+        return LeanStream.take_over(super().connect_control(identity=identity))
+
+    def connect_stdin(self, identity: bytes | None = None) -> LeanStream:
+        return LeanStream.take_over(super().connect_stdin(identity=identity))
 
     async def restart_kernel(self, now: bool = False, newports: bool = False, **kw: Any) -> None:
         self.restart_finished.clear()
