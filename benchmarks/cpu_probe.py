@@ -117,7 +117,8 @@ def _offer_no_subprotocol() -> None:
 async def measure(system: str, reps: int, attach: str | None = None) -> dict[str, Any]:
     """One round: a fresh gateway and kernel, `reps` timed ``1+1`` executions.
 
-    `attach`, when given, is a shell command run (formatted with ``{pid}``, the gateway's) for
+    `attach`, when given, is a shell command run (formatted with ``{pid}``, the gateway's, and
+    ``{client}``, this process's pid) for
     the timed executions and stopped with SIGINT after them: a profiler such as ``py-spy
     record --pid {pid} ...`` or ``perf record -p {pid} ...``.
     """
@@ -134,7 +135,7 @@ async def measure(system: str, reps: int, attach: str | None = None) -> dict[str
             kernel = kernels[0]
             profiler = None
             if attach:
-                profiler = subprocess.Popen(attach.format(pid=pid), shell=True, start_new_session=True)
+                profiler = subprocess.Popen(attach.format(pid=pid, client=os.getpid()), shell=True, start_new_session=True)
                 await asyncio.sleep(1.0)  # the profiler attaches; not part of the timed loop
             before = (_cpu_seconds(gateway), _cpu_seconds(me), _cpu_seconds(kernel))
             walls = []

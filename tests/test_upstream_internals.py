@@ -24,7 +24,7 @@ INTERNALS = [
       "last_kernel_activity", "_kernel_buffers"]),
     # kernelbox._child.activity.IOPubStream overrides _handle_recv and close.
     ("zmq.eventloop.zmqstream", "ZMQStream",
-     ["_handle_recv", "_run_callback", "close", "closed", "on_recv"]),
+     ["_handle_recv", "_run_callback", "_rebuild_io_state", "close", "closed", "on_recv", "send_multipart"]),
     ("jupyter_client.session", None, ["DELIM"]),
     ("kernel_gateway.services.kernels.manager", "SeedingMappingKernelManager", ["start_kernel"]),
     ("kernel_gateway.services.kernels.manager", "KernelGatewayIOLoopKernelManager",

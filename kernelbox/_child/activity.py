@@ -154,11 +154,13 @@ class KernelActivity:
         assert self._watcher is not None
         self._watcher.socket.setsockopt(zmq.UNSUBSCRIBE, b"")
         self._watcher_subscribed = False
+        self._watcher.recheck()  # the subscription change may have taken a read edge
 
     def _resume(self) -> None:
         assert self._watcher is not None
         self._watcher.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self._watcher_subscribed = True
+        self._watcher.recheck()
 
 
 class IOPubStream(LeanStream):
@@ -188,6 +190,7 @@ class IOPubStream(LeanStream):
                 break
             self.activity.seen(self, msg)
             count += 1
+        self.recheck()
         return count
 
     def close(self, linger: int | None = None) -> None:

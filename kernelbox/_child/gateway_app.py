@@ -1,7 +1,7 @@
 """The gateway process: Jupyter Kernel Gateway on an inherited socket.
 
 Run by `KernelGateway` as ``python -m kernelbox._child.gateway_app CONFIG_JSON`` in its own session,
-possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in four ways:
+possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in five ways:
 
 - **Socket activation.** The listening socket arrives as standard input (the inetd convention;
   the sandbox passes stdio and nothing else) and is adopted with ``HTTPServer.add_socket``
@@ -12,6 +12,10 @@ possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in fou
 - **Explicit kernel environment.** This process's environment *is* the kernel environment
   (kernels inherit it); `KernelGateway` builds it. The same names are whitelisted for requests
   that carry their own ``env``, so both paths give kernels the same base.
+- **Lean activity tracking and channels.** A kernel's ``last_activity``/``execution_state``
+  (culling, the REST model) are kept by the iopub streams already open, and Jupyter Server's
+  own watcher socket is unsubscribed meanwhile (`kernelbox._child.activity`); kernel channels
+  send at once and read in batches (`kernelbox._child.streams`).
 - **Lifeline.** When the supervisor dies, the read end of our stdout/stderr pipe closes and
   ``poll()`` on our write end reports ``POLLERR``; we then shut down as on SIGTERM, so no
   gateway or kernel outlives a SIGKILLed supervisor.

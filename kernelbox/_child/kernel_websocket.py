@@ -10,6 +10,9 @@ Runs in the gateway process. `KernelWebsocketConnection` extends Jupyter Server'
   ZMQ frames pass through untouched. The legacy JSON text format is spliced from the raw
   frames instead of being parsed and re-encoded (`splice_json_message`).
 - **Bounded stream messages** on both formats (`split_stream_message`, `split_stream_frames`).
+- **Batched writes.** Messages queued in one event-loop turn go to the socket in one write
+  (`KernelWebsocketConnection.write_message`): one TCP segment and one wake-up of the client
+  for what the kernel sent together.
 - **Loss-free reconnects.** Jupyter Server buffers a session's messages while its WebSocket is
   gone and replays them when a WebSocket with the same ``session_id`` returns
   (``MappingKernelManager.start_buffering``/``get_buffer``, ``connect()``'s ``replay``). That

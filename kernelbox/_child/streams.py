@@ -61,8 +61,20 @@ class LeanStream(ZMQStream):
             except zmq.Again:
                 pass  # the socket is at its high-water mark: queue it, as stock ZMQStream does
             else:
+                self.recheck()
                 return
         super().send_multipart(msg, flags=flags, copy=copy, track=track, callback=callback, **kwargs)
+
+    def recheck(self) -> None:
+        """Look at the socket's events again after using it outside the event loop.
+
+        A ZMQ socket's file descriptor signals edges, and any send, receive or subscription
+        change on the socket may consume the edge of a message that has meanwhile arrived; the
+        loop would then never hear of it. Stock ZMQStream checks ``ZMQ_EVENTS`` after each of
+        its own sends; this does the same (and schedules a read if one is due).
+        """
+        if self.socket is not None:
+            self._rebuild_io_state()
 
     def _handle_recv(self) -> None:
         # The first message is read even without a callback (and dropped), as stock
