@@ -311,3 +311,41 @@ async def test_a_kernel_left_busy_is_kept_then_culled_once_idle(tmp_path: Path) 
             gate.touch()
             # Idle now, and nobody connected: culled within a few intervals.
             assert await _until_state(http, kernel_id, None) is None
+
+
+@pytest.mark.unit
+def test_a_direct_send_never_hides_a_message_that_arrived_just_before_it() -> None:
+    """`LeanStream` sends outside the event loop; a ZMQ descriptor signals edges, and the send
+    takes the edge of a message already waiting. The stream must still read that message."""
+    import select
+
+    from kernelbox._child.streams import LeanStream
+
+    async def main() -> None:
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        router = context.socket(zmq.ROUTER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer = context.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        received: list[list[bytes]] = []
+        try:
+            stream = LeanStream(dealer, IOLoop.current())
+            stream.on_recv(received.append)
+            stream.send_multipart([b"hello"])
+            await _until(lambda: router.poll(0) != 0)
+            identity, _hello = router.recv_multipart()
+            router.send_multipart([identity, b"waiting"])
+            # Wait, without touching the ZMQ socket, until its descriptor signals the arrival.
+            fd = dealer.FD
+            async with asyncio.timeout(WAIT_SECONDS):
+                while not select.select([fd], [], [], 0)[0]:
+                    await asyncio.sleep(0.001)  # polling a descriptor, bounded above
+            stream.send_multipart([b"second"])  # direct: processes the socket's commands
+            await _until(lambda: bool(received))
+            assert received == [[b"waiting"]]
+        finally:
+            router.close(0)
+            dealer.close(0)
+            context.term()
+
+    asyncio.run(main())
