@@ -151,10 +151,30 @@ def test_the_watcher_unsubscribes_while_another_stream_is_live_and_no_message_is
                      lambda: kernel.publish("status", {"execution_state": "idle"}, "kernel_info_request"))
         assert activity.watcher_subscribed
 
-        # A WebSocket's stream: live once it has a message; the watcher then unsubscribes.
-        received: list[list[bytes]] = []
+        # A nudged stream: it has a message, then stops reading until the kernel looks active.
+        # The watcher goes on (it alone can end "starting" meanwhile).
+        manager.execution_state = "starting"
+        nudged: list[list[bytes]] = []
         connection = kernel.stream()
-        connection.on_recv(received.append)
+
+        def on_nudge(msg_list: list[bytes]) -> None:
+            nudged.append(msg_list)
+            connection.stop_on_recv()
+
+        connection.on_recv(on_nudge)
+        await _until(lambda: bool(nudged) and manager.execution_state == "idle",
+                     lambda: kernel.publish("status", {"execution_state": "busy"}, "kernel_info_request"))
+        assert activity.watcher_subscribed and len(nudged) == 1
+
+        # A WebSocket's stream: live once the connection has handled a message from it; the
+        # watcher then unsubscribes.
+        received: list[list[bytes]] = []
+
+        def on_message(msg_list: list[bytes]) -> None:
+            received.append(msg_list)
+            activity.steady(connection)  # as KernelWebsocketConnection.handle_outgoing_message
+
+        connection.on_recv(on_message)
         await _until(lambda: bool(received),
                      lambda: kernel.publish("status", {"execution_state": "idle"}, "kernel_info_request"))
         assert not activity.watcher_subscribed
@@ -192,7 +212,7 @@ def test_the_watcher_unsubscribes_while_another_stream_is_live_and_no_message_is
 
         # Shut down: the watcher is forgotten, later closes hand nothing over.
         again = kernel.stream()
-        again.on_recv(received.append)
+        again.on_recv(lambda msg_list: activity.steady(again))
         await _until(lambda: not activity.watcher_subscribed,
                      lambda: kernel.publish("status", {"execution_state": "busy"}, "execute_request"))
         activity.unwatch()
@@ -334,12 +354,11 @@ def test_a_direct_send_never_hides_a_message_that_arrived_just_before_it() -> No
             stream.send_multipart([b"hello"])
             await _until(lambda: router.poll(0) != 0)
             identity, _hello = router.recv_multipart()
+            # From here to the direct send the event loop gets no turn (it would read the reply).
+            dealer.getsockopt(zmq.EVENTS)  # settle the descriptor: it now signals new arrivals only
             router.send_multipart([identity, b"waiting"])
-            # Wait, without touching the ZMQ socket, until its descriptor signals the arrival.
-            fd = dealer.FD
-            async with asyncio.timeout(WAIT_SECONDS):
-                while not select.select([fd], [], [], 0)[0]:
-                    await asyncio.sleep(0.001)  # polling a descriptor, bounded above
+            # Block, without touching the ZMQ socket, until its descriptor signals the arrival.
+            assert select.select([dealer.FD], [], [], WAIT_SECONDS)[0]
             stream.send_multipart([b"second"])  # direct: processes the socket's commands
             await _until(lambda: bool(received))
             assert received == [[b"waiting"]]

@@ -14,8 +14,9 @@ the kernel's activity (`KernelActivity.record`: the header, the parent header an
 CurveZMQ-authenticated and only the kernel holds the key) before it goes to whoever consumes
 it: a WebSocket connection, Jupyter Server's offline buffer, a nudge. The watcher keeps its
 socket but unsubscribes it (``zmq.UNSUBSCRIBE``: the kernel then sends it nothing) while
-another iopub stream of the kernel is *live*, i.e. has received a message, which proves its
-subscription. When the last live stream closes, the watcher subscribes again and the closing
+another iopub stream of the kernel is *live*: a WebSocket connection has handled a message from
+it (which proves its subscription; `KernelActivity.steady`), and it stays live while Jupyter
+Server's offline buffer holds it. When the last live stream closes, the watcher subscribes again and the closing
 stream's socket stays open, tracking only, as a *tail* until the watcher receives a message
 of its own: no message is ever seen by none of them.
 
@@ -125,7 +126,16 @@ class KernelActivity:
             tail, self._tail = self._tail, None
             if tail is not None:  # the watcher's subscription is live again
                 tail.close()
-        elif stream is not self._tail and stream not in self._live:
+
+    def steady(self, stream: IOPubStream) -> None:
+        """`stream` has received a message and now feeds a consumer that reads it steadily.
+
+        Called by the WebSocket connection for each iopub message it handles. Only then does
+        the stream count as live: a stream that received a message and stopped reading (Jupyter
+        Server's nudge stops the new connection's iopub stream after its first message until the
+        kernel looks active, which needs this record) must not take over from the watcher.
+        """
+        if stream is not self._watcher and stream is not self._tail and stream not in self._live:
             self._live.add(stream)
             if self._watcher_subscribed:
                 self._pause()

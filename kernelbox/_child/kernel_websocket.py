@@ -41,6 +41,8 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketProtocol13
 
+from kernelbox._child.activity import IOPubStream
+
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 # What a cut may leave unread at the client: the gateway's socket send buffer (tcp_wmem max,
@@ -141,6 +143,8 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if isinstance(stream, str):
             stream = self.channels[stream]
         channel = getattr(stream, "channel", None)
+        if isinstance(stream, IOPubStream):
+            stream.activity.steady(stream)  # this stream now keeps the kernel's activity record
         if self._replay_sent:
             self._remember(channel, outgoing_msg)
         if channel == "shell":
