@@ -205,7 +205,8 @@ class IOPubStream(LeanStream):
 
     def close(self, linger: int | None = None) -> None:
         socket = self.socket
-        if socket is None or socket.closed or not self.activity.closing(self):
+        # closing() is told even when the socket was closed under us (then no tail is possible).
+        if socket is None or not self.activity.closing(self) or socket.closed:
             super().close(linger)
             return
         # Closed for its owner; the socket goes on, tracking only, until the watcher is live.
