@@ -26,6 +26,8 @@ INTERNALS = [
     ("zmq.eventloop.zmqstream", "ZMQStream",
      ["_handle_recv", "_run_callback", "_rebuild_io_state", "close", "closed", "on_recv", "send_multipart"]),
     ("jupyter_client.session", None, ["DELIM"]),
+    # KernelWebsocketConnection._write_batch writes joined frames to the protocol's stream.
+    ("tornado.websocket", "WebSocketProtocol13", ["is_closing", "_write_frame", "write_message"]),
     ("kernel_gateway.services.kernels.manager", "SeedingMappingKernelManager", ["start_kernel"]),
     ("kernel_gateway.services.kernels.manager", "KernelGatewayIOLoopKernelManager",
      ["write_connection_file", "cleanup_connection_file", "_async_launch_kernel",
@@ -71,6 +73,15 @@ def test_jupyter_servers_activity_rules_are_the_ones_kernelbox_keeps() -> None:
                  'kernel.execution_state == "starting" and execution_state != "starting"',
                  'self.last_kernel_activity = kernel.last_activity = utcnow()'):
         assert rule in source, f"Jupyter Server's activity rules changed ({rule!r} is gone): adapt KernelActivity.record"
+
+
+def test_tornados_websocket_protocol_still_keeps_its_stream_and_compressor() -> None:
+    """`_write_batch` reads ``protocol.stream`` and ``protocol._compressor``."""
+    from tornado.websocket import WebSocketProtocol13
+
+    source = inspect.getsource(WebSocketProtocol13)
+    for name in ("self.stream =", "self._compressor =", "self.stream.write(frame)"):
+        assert name in source, f"tornado's WebSocketProtocol13 changed ({name!r}): adapt KernelWebsocketConnection"
 
 
 def test_the_stream_hook_still_takes_stream_and_message() -> None:

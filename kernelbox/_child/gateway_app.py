@@ -222,8 +222,9 @@ class PooledKernelManager(SeedingMappingKernelManager):
     def start_watching_activity(self, kernel_id: str) -> None:
         """Jupyter Server's activity watcher, kept by the kernel's iopub streams instead.
 
-        The watcher socket is subscribed only while no other iopub stream of the kernel (a
-        WebSocket's, the offline buffer's, the pool's) is live: see `kernelbox._child.activity`.
+        The watcher socket is subscribed only while no other iopub stream of the kernel is
+        live (read by a WebSocket connection, or held by the offline buffer after one): see
+        `kernelbox._child.activity`.
         """
         kernel = self._kernels[kernel_id]
         kernel.reason = ""
