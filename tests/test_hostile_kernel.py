@@ -171,3 +171,36 @@ async def test_a_kernel_flooding_the_log_pipe_costs_the_supervisor_bounded_memor
         await client.execute(code)
         await client.execute("1")  # the pipe has been read past the flood by now, or soon
     assert all(len(line) <= 17 * 1024 for line in gateway.log_tail)
+
+
+async def test_one_output_message_past_the_receive_limit_is_reported_not_lost(
+    client: KernelClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: httpx-ws held a message of any size, assembling it in quadratic time; one
+    # 150 MB display took ~30 s, the server dropped the connection over missed pings, and the
+    # output vanished from a result that said nothing (truncated=False, no output_errors).
+    from kernelbox.client import _channels
+
+    monkeypatch.setattr(_channels, "MAX_RECEIVE_BYTES", 4 * 1024 * 1024)
+    with anyio.fail_after(60):
+        result = await client.execute(
+            "from IPython.display import display\n"
+            "display({'text/plain': 'x' * 6_000_000}, raw=True)",
+            max_output_bytes=None,
+        )
+        assert result.truncated
+        assert result.dropped_bytes > 6_000_000
+        assert any("dropped unread" in problem and "4194304" in problem for problem in result.output_errors)
+        assert (await client.execute("print('still here')")).text == "still here"
+
+
+async def test_a_large_output_message_is_received_whole(client: KernelClient) -> None:
+    # One 60 MB message arrives in many pieces; they are joined once, whole and in order.
+    with anyio.fail_after(30):
+        result = await client.execute(
+            "from IPython.display import display\n"
+            "display({'text/plain': 'y' * 60_000_000}, raw=True)",
+            max_output_bytes=None,
+        )
+    assert not result.truncated and result.output_errors == ()
+    assert result.outputs[0].data["text/plain"] == "y" * 60_000_000

@@ -65,3 +65,19 @@ async def test_a_missing_working_dir_fails_connect(gateway: KernelGateway, tmp_p
         with pytest.raises(KernelStartError, match="working_dir"):
             await client.connect()
         assert not client.connected
+
+
+@pytest.mark.anyio
+async def test_a_working_dir_removed_by_a_cell_is_reported_in_one_line(gateway: KernelGateway, tmp_path: Path) -> None:
+    # Before: IPython printed "Error in callback ... (for post_run_cell)" and a traceback.
+    work = tmp_path / "doomed"
+    work.mkdir()
+    with anyio.fail_after(TIMEOUT_SECONDS):
+        async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                working_dir=work, images_dir=tmp_path / "images") as kc:
+            result = await kc.execute("import os\nos.chdir('/')\nos.rmdir(" + repr(str(work.resolve())) + ")")
+            assert result.stderr == f"[kernelbox] cannot return to the working directory {work.resolve()}: No such file or directory\n"
+            assert "Traceback" not in (result.text or "")
+            assert (await kc.execute("print(1 + 1)")).text == "2"  # said once, not after every cell
+            os.mkdir(work)
+            assert (await kc.execute("print(3)")).text == f"3\n[kernelbox] cwd reset to {work.resolve()}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import sys
 import textwrap
@@ -584,6 +585,29 @@ async def test_a_sandboxed_kernel_that_stops_itself_is_reported_promptly(sandbox
             assert anyio.current_time() - started < 10
             await client.reset()
             assert (await client.execute("1 + 2")).text == "3"
+
+
+async def test_killing_srt_leaves_no_old_sandbox_beside_the_restarted_one(tmp_path: Path) -> None:
+    # Before: SIGKILL to srt left sh, both bwraps, the socat bridges, the old gateway and its
+    # kernel running (still accepting on the socket the restarted gateway shares) until the
+    # supervising process itself exited.
+    restarted = anyio.Event()
+    with anyio.fail_after(TEST_TIMEOUT_SECONDS), sandbox_work_dir() as work:
+        async with KernelGateway(host="127.0.0.1", port=0, sandbox=True, working_dir=work,
+                                 startup_timeout=START_TIMEOUT_SECONDS,
+                                 on_restart=lambda _: restarted.set()) as gateway:
+            async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                    images_dir=tmp_path) as client:
+                assert (await client.execute("1 + 1")).text == "2"
+                assert gateway.pid is not None
+                old = _process_tree(gateway.pid)
+                assert any("kernelbox._child.kernel_launcher" in line for line in _command_lines(old))
+                os.kill(gateway.pid, signal.SIGKILL)
+                await restarted.wait()
+                # The leftovers are killed before the restart is spawned.
+                assert _alive(old[1:]) == [], "the old sandbox survived srt"
+                await client.reset()
+                assert (await client.execute("print('back')")).text == "back"
 
 
 async def test_pip_install_works_with_the_pypi_preset(tmp_path: Path) -> None:

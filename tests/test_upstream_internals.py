@@ -19,18 +19,29 @@ INTERNALS = [
      ["connect", "_on_zmq_reply", "websocket_handler", "limit_rate", "subprotocol"]),
     ("jupyter_server.services.kernels.kernelmanager", "MappingKernelManager",
      ["cull_idle_timeout", "cull_interval", "cull_connected", "cull_busy", "cull_kernel_if_idle",
-      "kernel_manager_class", "_kernels", "list_kernels", "shutdown_kernel", "start_kernel"]),
+      "kernel_manager_class", "_kernels", "list_kernels", "kernel_model", "shutdown_kernel", "start_kernel",
+      "start_watching_activity", "stop_watching_activity", "untracked_message_types",
+      "last_kernel_activity", "_kernel_buffers"]),
+    # kernelbox._child.activity.IOPubStream overrides _handle_recv and close.
+    ("zmq.eventloop.zmqstream", "ZMQStream",
+     ["_handle_recv", "_run_callback", "_rebuild_io_state", "close", "closed", "on_recv", "send_multipart"]),
+    ("jupyter_client.session", None, ["DELIM"]),
+    # KernelWebsocketConnection._write_batch writes joined frames to the protocol's stream.
+    ("tornado.websocket", "WebSocketProtocol13", ["is_closing", "_write_frame", "write_message"]),
     ("kernel_gateway.services.kernels.manager", "SeedingMappingKernelManager", ["start_kernel"]),
     ("kernel_gateway.services.kernels.manager", "KernelGatewayIOLoopKernelManager",
      ["write_connection_file", "cleanup_connection_file", "_async_launch_kernel",
-      "_record_random_port_names", "get_connection_info", "restart_kernel", "transport_encryption",
-      "_async_pre_start_kernel", "load_connection_info", "cache_ports", "kernel_spec", "session", "ip",
-      "transport"]),
+      "_record_random_port_names", "get_connection_info", "restart_kernel", "shutdown_kernel", "provisioner",
+      "transport_encryption", "_async_pre_start_kernel", "load_connection_info", "cache_ports", "kernel_spec",
+      "session", "ip", "transport"]),
     ("kernel_gateway.gatewayapp", "KernelGatewayApp",
      ["init_http_server", "init_signal", "_signal_stop", "_stop", "_build_ssl_options", "env_process_whitelist",
       "kernel_websocket_connection_class", "kernel_manager_class", "port_retries", "max_kernels"]),
     ("ipykernel.kernelapp", "IPKernelApp",
      ["init_connection_file", "write_connection_file", "cleanup_connection_file", "load_connection_info"]),
+    ("jupyter_client.provisioning.local_provisioner", "LocalProvisioner", ["pid"]),
+    ("httpx_ws", "AsyncWebSocketSession", ["_background_receive", "_read_stream", "close"]),
+    ("httpx_ws._api", None, ["EndOfStream"]),
     ("jupyter_client.connect", None, ["port_names"]),
     ("jupyter_client.provisioning.local_provisioner", "LocalProvisioner",
      ["pid", "pgid", "process", "cwd", "ports_cached", "connection_info", "_scrub_kwargs", "pre_launch",
@@ -53,11 +64,52 @@ def test_overridden_upstream_internals_still_exist(module_name: str, class_name:
     )
 
 
+def test_zmqstream_still_keeps_the_state_iopubstream_reads() -> None:
+    """`IOPubStream` reads these instance attributes, set in ``ZMQStream.__init__``."""
+    from zmq.eventloop.zmqstream import ZMQStream
+
+    source = inspect.getsource(ZMQStream.__init__)
+    for name in ("socket", "io_loop", "_recv_callback", "_recv_copy", "_flushed", "_close_callback"):
+        assert f"self.{name} =" in source, f"ZMQStream no longer sets {name}: adapt kernelbox._child.activity"
+
+
+def test_jupyter_servers_activity_rules_are_the_ones_kernelbox_keeps() -> None:
+    """kernelbox._child.activity.KernelActivity.record restates ``record_activity``'s rules."""
+    from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+
+    source = inspect.getsource(MappingKernelManager.start_watching_activity)
+    for rule in ('self.track_message_type(msg_type)', 'self.track_message_type(parent_msg_type)',
+                 'kernel.execution_state == "busy"', 'kernel.execution_state = execution_state',
+                 'kernel.execution_state == "starting" and execution_state != "starting"',
+                 'self.last_kernel_activity = kernel.last_activity = utcnow()'):
+        assert rule in source, f"Jupyter Server's activity rules changed ({rule!r} is gone): adapt KernelActivity.record"
+
+
+def test_tornados_websocket_protocol_still_keeps_its_stream_and_compressor() -> None:
+    """`_write_batch` reads ``protocol.stream`` and ``protocol._compressor``."""
+    from tornado.websocket import WebSocketProtocol13
+
+    source = inspect.getsource(WebSocketProtocol13)
+    for name in ("self.stream =", "self._compressor =", "self.stream.write(frame)"):
+        assert name in source, f"tornado's WebSocketProtocol13 changed ({name!r}): adapt KernelWebsocketConnection"
+
+
 def test_the_stream_hook_still_takes_stream_and_message() -> None:
     from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
     parameters = list(inspect.signature(ZMQChannelsWebsocketConnection._on_zmq_reply).parameters)
     assert parameters[:3] == ["self", "stream", "msg_list"], parameters
+
+
+def test_the_websocket_session_still_has_what_the_bounded_receive_uses() -> None:
+    # kernelbox.client._channels.BoundedWebSocketSession replaces httpx-ws's message assembly.
+    from httpx_ws import AsyncWebSocketSession, aconnect_ws
+
+    source = inspect.getsource(AsyncWebSocketSession)
+    used = ["self._should_close", "self._send_event", "self._write_lock", "self._ping_manager",
+            "self.connection", "self.stream", "def _background_receive(self, max_bytes"]
+    assert [name for name in used if name not in source] == []
+    assert "session_class" in inspect.signature(aconnect_ws).parameters
 
 
 def test_the_local_provisioner_still_records_only_what_a_takeover_records() -> None:

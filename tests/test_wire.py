@@ -258,3 +258,24 @@ async def test_websocket_cut_during_a_stream_delivers_every_line_once_in_order(
             assert cuts == 2
             assert_every_line_once_in_order([int(n) for n in "".join(received).split()])
             assert proxy.connections >= 3
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+@pytest.mark.parametrize("binary", [True, False])
+def test_websocket_frames_written_in_batches_decode_as_a_client_reads_them(size: int, binary: bool) -> None:
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import BytesMessage, TextMessage
+
+    from kernelbox._child.kernel_websocket import websocket_frame
+
+    payloads = [("é" * (size // 2)).encode() if not binary else bytes(range(256)) * (size // 256) + b"x" * (size % 256),
+                b"second"]
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(b"".join(websocket_frame(payload, binary) for payload in payloads))
+    kind = BytesMessage if binary else TextMessage
+    received: list[bytes] = []
+    for event in client.events():
+        assert isinstance(event, kind) and event.message_finished
+        received.append(event.data if binary else event.data.encode())
+    assert b"".join(received) == b"".join(payloads)

@@ -1,7 +1,7 @@
 """The gateway process: Jupyter Kernel Gateway on an inherited socket.
 
 Run by `KernelGateway` as ``python -m kernelbox._child.gateway_app CONFIG_JSON`` in its own session,
-possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in five ways:
+possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in six ways:
 
 - **Socket activation.** The listening socket arrives as standard input (the inetd convention;
   the sandbox passes stdio and nothing else) and is adopted with ``HTTPServer.add_socket``
@@ -12,6 +12,10 @@ possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in fiv
 - **Explicit kernel environment.** This process's environment *is* the kernel environment
   (kernels inherit it); `KernelGateway` builds it. The same names are whitelisted for requests
   that carry their own ``env``, so both paths give kernels the same base.
+- **Lean activity tracking and channels.** A kernel's ``last_activity``/``execution_state``
+  (culling, the REST model) are kept by the iopub streams already open, and Jupyter Server's
+  own watcher socket is unsubscribed meanwhile (`kernelbox._child.activity`); kernel channels
+  send at once and read in batches (`kernelbox._child.streams`).
 - **A pre-launched first kernel.** Before importing Jupyter Server this process starts one
   kernel (`kernelbox._child._prelaunch`), which imports ipykernel meanwhile; the first kernel
   start that would be served from the warm pool takes that process over
@@ -93,11 +97,13 @@ from tornado import httpserver
 from traitlets import Float, Integer, default
 
 from kernelbox._child._prelaunch import PrelaunchedKernel
+from kernelbox._child.activity import IOPubStream, KernelActivity
 from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
     POOLED_IOPUB_ATTRIBUTE,
     prime_pooled_kernel,
 )
+from kernelbox._child.streams import LeanStream
 
 KERNEL_POLL_SECONDS = 0.5
 # How long a shutdown request waits for a restart under way to finish.
@@ -415,6 +421,24 @@ class PooledKernelManager(SeedingMappingKernelManager):
             model["process_state"] = state
         return model
 
+    def start_watching_activity(self, kernel_id: str) -> None:
+        """Jupyter Server's activity watcher, kept by the kernel's iopub streams instead.
+
+        The watcher socket is subscribed only while no other iopub stream of the kernel is
+        live (read by a WebSocket connection, or held by the offline buffer after one): see
+        `kernelbox._child.activity`.
+        """
+        kernel = self._kernels[kernel_id]
+        kernel.reason = ""
+        kernel.last_activity = utcnow()
+        stream = kernel.connect_iopub()
+        kernel.activity.watch(stream)
+        kernel._activity_stream = stream
+
+    def stop_watching_activity(self, kernel_id: str) -> None:
+        self._kernels[kernel_id].activity.unwatch()
+        super().stop_watching_activity(kernel_id)
+
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         if kernel_id not in self._pool_ids:
             await super().cull_kernel_if_idle(kernel_id)
@@ -458,6 +482,22 @@ class SettlingKernelManager(PrivateConnectionKernelManager):
         super().__init__(**kwargs)
         self.restart_finished = asyncio.Event()
         self.restart_finished.set()
+        # ``parent`` is the MappingKernelManager that created this manager.
+        self.activity = KernelActivity(self, self.parent)
+
+    def connect_iopub(self, identity: bytes | None = None) -> IOPubStream:
+        """An iopub stream that keeps this kernel's activity record (`kernelbox._child.activity`)."""
+        return IOPubStream.take_over(super().connect_iopub(identity=identity), self.activity)
+
+    # The other channels: `LeanStream`s (sends at once, reads in batches).
+    def connect_shell(self, identity: bytes | None = None) -> LeanStream:
+        return LeanStream.take_over(super().connect_shell(identity=identity))
+
+    def connect_control(self, identity: bytes | None = None) -> LeanStream:
+        return LeanStream.take_over(super().connect_control(identity=identity))
+
+    def connect_stdin(self, identity: bytes | None = None) -> LeanStream:
+        return LeanStream.take_over(super().connect_stdin(identity=identity))
 
     def _stopped(self) -> bool:
         # A stopped process (SIGSTOP/SIGTSTP) cannot answer a shutdown_request: jupyter_client

@@ -10,6 +10,9 @@ Runs in the gateway process. `KernelWebsocketConnection` extends Jupyter Server'
   ZMQ frames pass through untouched. The legacy JSON text format is spliced from the raw
   frames instead of being parsed and re-encoded (`splice_json_message`).
 - **Bounded stream messages** on both formats (`split_stream_message`, `split_stream_frames`).
+- **Batched writes.** Messages queued in one event-loop turn go to the socket in one write
+  (`KernelWebsocketConnection.write_message`): one TCP segment and one wake-up of the client
+  for what the kernel sent together.
 - **Loss-free reconnects.** Jupyter Server buffers a session's messages while its WebSocket is
   gone and replays them when a WebSocket with the same ``session_id`` returns
   (``MappingKernelManager.start_buffering``/``get_buffer``, ``connect()``'s ``replay``). That
@@ -31,11 +34,14 @@ import collections
 import concurrent.futures
 import hmac
 import json
+import struct
 from typing import Any, cast
 
-import zmq
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
-from tornado.websocket import WebSocketClosedError
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketProtocol13
+
+from kernelbox._child.activity import IOPubStream
 
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
@@ -50,6 +56,8 @@ POOLED_IOPUB_ATTRIBUTE = "kernelbox_pooled_iopub"
 # Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
 # reply has been written to a client (the pool then starts a replacement).
 POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
+# Queued messages are joined into writes of at most about this many bytes.
+WRITE_BATCH_BYTES = 1024 * 1024
 _WINDOW_KEY = "kernelbox_sent"  # in Jupyter Server's per-kernel buffer record
 
 
@@ -63,6 +71,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         self._skip_nudge = False
         self._disconnected = False
         self._replay_sent = False
+        self._batch: list[tuple[bytes, bool]] | None = None  # queued by write_message
 
     # -- connection set-up ----------------------------------------------------------------
 
@@ -100,7 +109,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         # A pooled kernel's first connection: its iopub socket subscribed while it waited in
         # the pool, so the kernel_info "nudge" that proves a fresh subscription is not needed.
         delattr(self.kernel_manager, POOLED_IOPUB_ATTRIBUTE)
-        _discard_pending(iopub)
+        iopub.discard_pending()  # pool start-up chatter (still counted as activity)
         iopub.channel = "iopub"
         self.channels["iopub"] = iopub
         identity = self.session.bsession
@@ -134,6 +143,8 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if isinstance(stream, str):
             stream = self.channels[stream]
         channel = getattr(stream, "channel", None)
+        if isinstance(stream, IOPubStream):
+            stream.activity.steady(stream)  # this stream now keeps the kernel's activity record
         if self._replay_sent:
             self._remember(channel, outgoing_msg)
         if channel == "shell":
@@ -167,7 +178,54 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return None
 
     def write_message(self, message: bytes | str, binary: bool = False) -> None:
-        """Write to the WebSocket; a write racing its close is dropped (the replay has it)."""
+        """Queue a WebSocket message; the queue is written at the next loop turn, in one write.
+
+        Messages the kernel sends together (``status``, ``execute_input``, the result, the
+        reply) often reach this process in one loop turn: one socket write (one TCP segment,
+        one wake-up of the client) instead of one each. See `_write_batch`.
+        """
+        if self._batch is None:
+            self._batch = []
+            asyncio.get_running_loop().call_soon(self._write_batch)
+        self._batch.append((message.encode() if isinstance(message, str) else message, binary))
+
+    def _write_batch(self) -> None:
+        """Write the queued messages: frames joined into writes of up to `WRITE_BATCH_BYTES`.
+
+        A write racing the WebSocket's close is dropped (the replay has it). With
+        permessage-deflate negotiated (kernelbox's client never offers it) each message goes
+        through Tornado's own ``write_message``, which compresses it.
+        """
+        batch, self._batch = self._batch or [], None
+        protocol = self.websocket_handler.ws_connection
+        if protocol is None or protocol.is_closing():
+            self.log.debug("Kernel %s WebSocket closed; %d messages not written", self.kernel_id, len(batch))
+            return
+        if not isinstance(protocol, WebSocketProtocol13) or protocol._compressor is not None:
+            for message, binary in batch:
+                self._write_one(message, binary)
+            return
+        chunk: list[bytes] = []
+        size = 0
+        for message, binary in batch:
+            chunk.append(websocket_frame(message, binary))
+            size += len(chunk[-1])
+            if size >= WRITE_BATCH_BYTES:
+                self._write_frames(protocol, chunk)
+                chunk, size = [], 0
+        if chunk:
+            self._write_frames(protocol, chunk)
+
+    def _write_frames(self, protocol: WebSocketProtocol13, frames: list[bytes]) -> None:
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            written = protocol.stream.write(data)
+        except StreamClosedError:
+            self.log.debug("Kernel %s WebSocket closed; %d messages not written", self.kernel_id, len(frames))
+            return
+        written.add_done_callback(_retrieve_exception)
+
+    def _write_one(self, message: bytes, binary: bool) -> None:
         try:
             written = self.websocket_handler.write_message(message, binary=binary)
         except WebSocketClosedError:
@@ -201,6 +259,22 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             super()._on_zmq_reply(stream, part)
 
 
+def websocket_frame(payload: bytes, binary: bool) -> bytes:
+    """One unmasked, final, uncompressed WebSocket frame (RFC 6455 section 5.2), server to client.
+
+    `binary` chooses the opcode: 0x2 (binary) or 0x1 (text; `payload` must be UTF-8).
+    """
+    first = 0x82 if binary else 0x81
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", first, length)
+    elif length <= 0xFFFF:
+        head = struct.pack("!BBH", first, 126, length)
+    else:
+        head = struct.pack("!BBQ", first, 127, length)
+    return head + payload
+
+
 def _retrieve_exception(future: Any) -> None:
     if not future.cancelled():
         future.exception()  # a write cut off by the close: expected, and replayed on reconnect
@@ -226,15 +300,6 @@ def _json_tail(channel: str, msg_id: Any, msg_type: Any) -> bytes:
         f',"msg_id":{json.dumps(msg_id)},"msg_type":{json.dumps(msg_type)},"buffers":[],'
         f'"channel":{json.dumps(channel)}}}'
     ).encode()
-
-
-def _discard_pending(stream: Any) -> None:
-    """Drop what a pooled iopub socket received while it waited (pool start-up chatter)."""
-    while True:
-        try:
-            stream.socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
 
 
 def split_stream_message(msg: Any, max_chars: int) -> list[Any]:

@@ -9,6 +9,7 @@ keeps agents' relative paths stable, not a security boundary.
 """
 
 import os
+import sys
 
 MARK = "__kernelbox_working_dir__"
 
@@ -25,13 +26,23 @@ def install(path, notice):
         return
     shell.starting_dir = path  # file transfer resolves relative paths against it
 
+    unreachable = []  # the error already reported, while the directory stays unreachable
+
     def restore(result=None):
         try:
             here = os.getcwd()
         except OSError:  # the current directory was removed
             here = None
         if here != path:
-            os.chdir(path)
+            try:
+                os.chdir(path)
+            except OSError as exc:  # removed or made unreadable by a cell: said once
+                if not unreachable:
+                    print(f"[kernelbox] cannot return to the working directory {path}: {exc.strerror}",
+                          file=sys.stderr)
+                unreachable[:] = [exc]
+                return
+            unreachable.clear()
             print(notice.format(path=path))
 
     setattr(restore, MARK, True)

@@ -22,9 +22,12 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import httpcore
 import httpx
-from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect, aconnect_ws
-from wsproto.events import BytesMessage, TextMessage
+from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect, WebSocketNetworkError, aconnect_ws
+from httpx_ws._api import EndOfStream as WebSocketEndOfStream  # what _read_stream raises at EOF
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
 
 from .. import _protocol
 from .._errors import GatewayConnectionError
@@ -32,7 +35,7 @@ from .._tasks import BackgroundTask
 
 logger = logging.getLogger("kernelbox.client")
 
-__all__ = ["MAX_SEND_BYTES", "KernelChannels"]
+__all__ = ["MAX_RECEIVE_BYTES", "MAX_SEND_BYTES", "BoundedWebSocketSession", "KernelChannels", "OversizedMessage"]
 
 RECONNECT_ATTEMPTS = 5
 RECONNECT_INTERVAL_SECONDS = 0.2
@@ -50,6 +53,67 @@ _CONNECTION_ERRORS = (
     anyio.ClosedResourceError,
     anyio.EndOfStream,
 )
+
+
+class OversizedMessage(Event):
+    """Stands in for a received message larger than `MAX_RECEIVE_BYTES`, which was not kept.
+
+    Attributes:
+        size: the message's size as received, in bytes (characters for a text message).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class BoundedWebSocketSession(AsyncWebSocketSession):
+    """httpx-ws's WebSocket session, assembling each message in linear time and bounded memory.
+
+    httpx-ws 0.9 joins the pieces of a message as they arrive with ``bytes + bytes``, which is
+    quadratic in the message's size (measured here: 5 s of CPU for one 30 MB display output;
+    a 150 MB one took long enough for the server to drop the connection over missed pings,
+    losing it silently), and it keeps a message of any size. This session collects the pieces
+    and joins them once; a message past `MAX_RECEIVE_BYTES` is counted and discarded as it
+    arrives, and an `OversizedMessage` takes its place. Pings, pongs and the close handshake
+    are handled as httpx-ws does (its ``session_class`` hook; the overridden method is
+    guarded in ``tests/test_upstream_internals.py``).
+    """
+
+    async def _background_receive(self, max_bytes: int) -> None:
+        pieces: list[Any] = []
+        size = 0
+        try:
+            while not self._should_close.is_set():
+                self.connection.receive_data(await self._read_stream(max_bytes))
+                for event in self.connection.events():
+                    if isinstance(event, Ping):
+                        reply = self.connection.send(event.response())
+                        async with self._write_lock:
+                            await self.stream.write(reply)
+                    elif isinstance(event, Pong):
+                        self._ping_manager.ack(event.payload)
+                    elif isinstance(event, Message):
+                        size += len(event.data)
+                        if size <= MAX_RECEIVE_BYTES:
+                            pieces.append(event.data)
+                        else:
+                            pieces.clear()
+                        if event.message_finished:
+                            if size > MAX_RECEIVE_BYTES:
+                                await self._send_event.send(OversizedMessage(size))
+                            elif len(pieces) == 1:
+                                await self._send_event.send(type(event)(data=pieces[0]))
+                            else:
+                                joined = "".join(pieces) if isinstance(event, TextMessage) else b"".join(pieces)
+                                await self._send_event.send(type(event)(data=joined))
+                            pieces, size = [], 0
+                    else:
+                        if isinstance(event, CloseConnection):
+                            self._should_close.set()
+                        await self._send_event.send(event)
+        except (httpcore.ReadError, httpcore.WriteError, WebSocketEndOfStream):
+            await self.close(CloseReason.INTERNAL_ERROR, "Stream error")
+            await self._send_event.send(WebSocketNetworkError())
 
 
 def _leaf_exception(exc: BaseException) -> BaseException:
@@ -80,6 +144,9 @@ class KernelChannels:
         on_message: called with every message, in order, from the reader task. Must not block.
         on_closed: called once with the error that ended the connection for good.
         kernel_gone: after a drop, asks the gateway whether the kernel still exists.
+        on_oversized: called with the size in bytes of each message that was larger than
+            the limit (the second argument, `MAX_RECEIVE_BYTES`) and was dropped unread (its
+            channel and parent are unknown).
     """
 
     def __init__(
@@ -93,6 +160,7 @@ class KernelChannels:
         on_message: Callable[[dict[str, Any]], None],
         on_closed: Callable[[BaseException], None],
         kernel_gone: Callable[[], Awaitable[bool]],
+        on_oversized: Callable[[int, int], None],
     ) -> None:
         self._http = http
         # replay=sent: kernelbox's gateway then also replays what it sent just before a drop
@@ -104,6 +172,7 @@ class KernelChannels:
         self._on_message = on_message
         self._on_closed = on_closed
         self._kernel_gone = kernel_gone
+        self._on_oversized = on_oversized
         self._ws: AsyncWebSocketSession | None = None
         self._binary = False
         self._ready = anyio.Event()
@@ -174,6 +243,7 @@ class KernelChannels:
                         max_message_size_bytes=MAX_RECEIVE_BYTES,
                         queue_size=_WEBSOCKET_QUEUE_MESSAGES,
                         keepalive_ping_interval_seconds=self._ping_interval,
+                        session_class=BoundedWebSocketSession,
                     ) as ws:
                         self._binary = ws.subprotocol == _protocol.V1_SUBPROTOCOL
                         if opened:
@@ -228,6 +298,11 @@ class KernelChannels:
                     message = _protocol.decode_v1(data) if binary else _protocol.decode(data)
                 elif isinstance(event, TextMessage):
                     message = _protocol.decode(event.data)
+                elif isinstance(event, OversizedMessage):
+                    logger.warning("Kernel %s sent a message of %d bytes, more than the %d a message "
+                                   "may have here; dropped it", self.kernel_id, event.size, MAX_RECEIVE_BYTES)
+                    self._on_oversized(event.size, MAX_RECEIVE_BYTES)
+                    continue
                 else:
                     continue
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too

@@ -110,6 +110,11 @@ class Execution:
         elif len(self._queue) != queued:
             self._wakeup.set()  # only output or the end wakes the caller; a status need not
 
+    def drop_unreadable(self, size: int, reason: str) -> None:
+        """A message of `size` bytes, probably this execution's output, could not be read."""
+        self.builder.drop_unreadable(size, reason)
+        self._wakeup.set()
+
     def fail(self, error: BaseException) -> None:
         """End the execution with `error` unless it has already finished."""
         if not self.done.is_set():

@@ -395,6 +395,14 @@ class ResultBuilder:
         self._pieces.append("")  # filled by complete_rich, so text stays in arrival order
         return len(self._outputs) - 1
 
+    def drop_unreadable(self, size: int, reason: str) -> None:
+        """Count an output that arrived but could not be read (`size` bytes), saying why."""
+        self._dropped += size
+        self._problems.append(reason)
+        if not self._truncated:
+            self._truncated = True
+            self._pieces.append(self._marker())
+
     def pending_output(self, handle: int) -> RichOutput:
         """The rich output recorded under `handle` (before its images are saved)."""
         output = self._outputs[handle]

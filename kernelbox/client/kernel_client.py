@@ -343,6 +343,7 @@ class KernelClient:
             on_message=self._on_message,
             on_closed=self._on_closed,
             kernel_gone=self._check_kernel_gone,
+            on_oversized=self._on_oversized,
         )
         self._channels = channels
         await channels.open()
@@ -357,6 +358,15 @@ class KernelClient:
         request = self._requests.get(parent)
         if request is not None:
             request.feed(message)
+
+    def _on_oversized(self, size: int, limit: int) -> None:
+        """A message too large to read was dropped: charge it to the execution under way."""
+        execution = self._last
+        if execution is not None and not execution.done.is_set():
+            execution.drop_unreadable(size, (
+                f"an output message of {size} bytes was dropped unread: more than the "
+                f"{limit} bytes one WebSocket message may carry to this client"
+            ))
 
     def _on_closed(self, error: BaseException) -> None:
         """The connection ended for good: every waiting request gets `error`."""

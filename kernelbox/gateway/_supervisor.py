@@ -45,6 +45,8 @@ RESTART_BACKOFF_SECONDS = 0.5
 MAX_RESTART_BACKOFF_SECONDS = 10.0
 # After the gateway exits, how long to keep reading its log (kernels may hold the pipe open).
 LOG_DRAIN_SECONDS = 0.5
+# How long to wait for SIGKILLed leftovers of an exited gateway process to be gone.
+LEFTOVER_KILL_SECONDS = 5.0
 
 State = Literal["new", "starting", "running", "restarting", "failed", "stopping", "stopped"]
 
@@ -133,6 +135,8 @@ class Supervisor:
         self._spawned: list[anyio.abc.Process] = []
         self._pending_restart: tuple[int | None, int] = (None, 0)
         self._protect_from_oom = False
+        # The running process's descendants, as they were when it became ready (see `_ready`).
+        self._tree: list[psutil.Process] = []
 
     # -- start -----------------------------------------------------------------------------
 
@@ -168,9 +172,29 @@ class Supervisor:
         return process
 
     def _ready(self, process: anyio.abc.Process) -> None:
-        """The process answered: only now is the sandbox's tree in place (see the callee)."""
+        """The process answered: only now is the sandbox's tree in place (see the callee).
+
+        The tree is also remembered: if the process dies, its descendants are no longer
+        reachable from it (see `_kill_leftovers`).
+        """
+        self._tree = _process_tree(process.pid)
         if self._protect_from_oom:
             protect_from_oom_killer(process.pid)
+
+    async def _kill_leftovers(self, process: anyio.abc.Process) -> None:
+        """SIGKILL what an unexpectedly exited gateway process left behind, and wait for it.
+
+        When srt itself dies (killed, out of memory), its sandbox does not: ``sh`` and the
+        outer ``bwrap`` stay in srt's process group, and the inner ``bwrap`` (in a session of
+        its own) keeps the sandboxed gateway and its kernels running, still accepting on the
+        listening socket the restarted gateway shares. Killing srt's group and the descendants
+        seen at readiness ends the outer ``bwrap``; the sandbox's PID namespace dies with it.
+        """
+        signal_group(process.pid, signal.SIGKILL)
+        tree, self._tree = self._tree, []
+        left = await anyio.to_thread.run_sync(_kill_tree, tree, LEFTOVER_KILL_SECONDS)
+        if left:
+            logger.error("Gateway [pid %d] left processes that could not be killed: %s", process.pid, left)
 
     async def _wait_ready(self, process: anyio.abc.Process) -> None:
         """Return once the gateway answers; raise `GatewayStartError` if it exits or stalls."""
@@ -234,6 +258,7 @@ class Supervisor:
                 # stop() was called, or start() is failing and reports it itself.
                 logger.info("Gateway [pid %d] exited with status %s", process.pid, returncode)
                 return
+            await self._kill_leftovers(process)
             if anyio.current_time() - started_at >= self._stable_uptime:
                 consecutive = 0
             consecutive += 1
@@ -404,6 +429,16 @@ def signal_group(pid: int, signum: int) -> None:
     """Send `signum` to the process group `pid` leads; a group that is gone is not an error."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
+
+
+def _kill_tree(tree: list[psutil.Process], timeout: float) -> list[int]:
+    """SIGKILL the processes (psutil refuses a reused pid) and wait up to `timeout` seconds;
+    returns the pids still alive."""
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    return [proc.pid for proc in alive]
 
 
 def _reap_tree(tree: list[psutil.Process], timeout: float) -> None:
