@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import anyio
@@ -81,3 +82,21 @@ async def test_a_working_dir_removed_by_a_cell_is_reported_in_one_line(gateway: 
             assert (await kc.execute("print(1 + 1)")).text == "2"  # said once, not after every cell
             os.mkdir(work)
             assert (await kc.execute("print(3)")).text == f"3\n[kernelbox] cwd reset to {work.resolve()}"
+
+
+@pytest.mark.anyio
+async def test_cell_history_stays_in_the_kernels_memory(client: KernelClient) -> None:
+    # The code of every cell used to go into ~/.ipython/.../history.sqlite, readable by the
+    # next kernel of that home; the session's own history must keep working.
+    marker = f"kb_history_marker_{uuid.uuid4().hex}"
+    with anyio.fail_after(TIMEOUT_SECONDS):
+        await client.execute(f"{marker} = 1")
+        listed = await client.execute("%history -n")
+        assert marker in (listed.text or "")
+        # writeout_cache() writes an enabled history's pending cells to its file, in this thread.
+        await client.execute("hm = get_ipython().history_manager\nif hm.enabled: hm.writeout_cache()")
+        check = await client.execute(
+            "import os\npath = get_ipython().history_manager.hist_file\n"
+            f"print(not os.path.exists(path) or {marker!r}.encode() not in open(path, 'rb').read())"
+        )
+        assert check.text == "True"

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["create_state_dir", "remove_state_dir", "write_kernelspec"]
+__all__ = ["KERNEL_OPTIONS", "create_state_dir", "remove_state_dir", "write_kernelspec"]
 
 
 def create_state_dir() -> Path:
@@ -25,6 +25,18 @@ def create_state_dir() -> Path:
 def remove_state_dir(state_dir: Path) -> None:
     """Remove the state directory and everything in it (blocking: run it in a worker thread)."""
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# IPython and ipykernel settings of every kernelbox kernel (traitlets command-line options):
+# - history in memory only: the code of every cell otherwise goes into a SQLite file in the
+#   kernel's home (``~/.ipython/profile_default/history.sqlite``), where the next kernel, or any
+#   kernel sharing that home, can read it; and storing it cost ~1 ms of a ~5 ms ``1+1`` (a
+#   lock shared with the history-saving thread). ``In``, ``_i``, ``%history`` of the session
+#   keep working.
+# - no ``_execute_sleep``: ipykernel waits 0.5 ms before every ``execute_reply`` so that
+#   clients which end an execution on the reply see the iopub output first; kernelbox's client
+#   waits for both the reply and iopub ``status: idle`` (DESIGN.md, "Completion rule").
+KERNEL_OPTIONS = ("--HistoryManager.enabled=False", "--IPythonKernel._execute_sleep=0")
 
 
 def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
@@ -51,7 +63,7 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
     if memory_limit is not None:
         argv += ["--memory-limit", str(memory_limit)]
     spec = {
-        "argv": [*argv, "--connection-info-stdin", "-f", "{connection_file}"],
+        "argv": [*argv, "--connection-info-stdin", "-f", "{connection_file}", *KERNEL_OPTIONS],
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
         "metadata": {"debugger": True, "supported_encryption": ["curve"]},
