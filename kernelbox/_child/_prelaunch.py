@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KERNEL_NAME", "PrelaunchedKernel", "prelaunch_kernel", "report_failure"]
+__all__ = ["KERNEL_NAME", "PrelaunchedKernel", "connection_info_pipe", "prelaunch_kernel", "report_failure"]
 
 KERNEL_NAME = "python3"
 # jupyter_client's KernelManager defaults (transport, ip) and Session default (scheme).
@@ -173,13 +173,8 @@ def prelaunch_kernel(environ: dict[str, str] | None = None) -> PrelaunchedKernel
     env = {name: value for name, value in environ.items() if name not in _REMOVED_ENV}
     env["KERNEL_GATEWAY"] = "1"
     connection_info = _new_connection_info()
-    line = json.dumps(connection_info).encode("ascii") + b"\n"
-    read_end, write_end = os.pipe()
+    read_end = connection_info_pipe(connection_info)
     try:
-        # A few hundred bytes: far below the pipe buffer (64 KiB), so this never blocks.
-        os.write(write_end, line)
-        os.close(write_end)
-        write_end = -1
         process = subprocess.Popen(  # what jupyter_client's launch_kernel runs on POSIX
             argv,
             stdin=read_end,
@@ -188,9 +183,22 @@ def prelaunch_kernel(environ: dict[str, str] | None = None) -> PrelaunchedKernel
         )
     finally:
         os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
     return PrelaunchedKernel(kernel_id, argv, env, connection_info, process)
+
+
+def connection_info_pipe(info: dict[str, Any]) -> int:
+    """The read end of a pipe holding `info` as one JSON line: a kernel's standard input for
+    ``kernel_launcher --connection-info-stdin``. The caller closes it once the kernel has it."""
+    read_end, write_end = os.pipe()
+    try:
+        # A few hundred bytes: far below the pipe buffer (64 KiB), so this never blocks.
+        os.write(write_end, json.dumps(info).encode("ascii") + b"\n")
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
 
 
 def _new_connection_info() -> dict[str, Any]:

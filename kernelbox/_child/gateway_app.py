@@ -96,7 +96,7 @@ from kernel_gateway.services.kernels.manager import (
 from tornado import httpserver
 from traitlets import Float, Integer, default
 
-from kernelbox._child._prelaunch import PrelaunchedKernel
+from kernelbox._child._prelaunch import PrelaunchedKernel, connection_info_pipe
 from kernelbox._child.activity import IOPubStream, KernelActivity
 from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
@@ -193,18 +193,11 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
             name: value.decode("ascii") if isinstance(value, bytes) else value
             for name, value in self.get_connection_info().items()
         }
-        line = json.dumps(info).encode("ascii") + b"\n"
-        read_end, write_end = os.pipe()
+        read_end = connection_info_pipe(info)
         try:
-            # A few hundred bytes: far below the pipe buffer (64 KiB), so this never blocks.
-            os.write(write_end, line)
-            os.close(write_end)
-            write_end = -1
             await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdin": read_end})
         finally:
             os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
 
 
 class PrelaunchedKernelProvisioner(LocalProvisioner):
