@@ -26,9 +26,10 @@ def install(path, notice):
         return
     shell.starting_dir = path  # file transfer resolves relative paths against it
 
-    unreachable = []  # the error already reported, while the directory stays unreachable
+    reported = False  # True while the directory stays unreachable and that has been said
 
     def restore(result=None):
+        nonlocal reported
         try:
             here = os.getcwd()
         except OSError:  # the current directory was removed
@@ -37,12 +38,12 @@ def install(path, notice):
             try:
                 os.chdir(path)
             except OSError as exc:  # removed or made unreadable by a cell: said once
-                if not unreachable:
+                if not reported:
                     print(f"[kernelbox] cannot return to the working directory {path}: {exc.strerror}",
                           file=sys.stderr)
-                unreachable[:] = [exc]
+                reported = True
                 return
-            unreachable.clear()
+            reported = False
             print(notice.format(path=path))
 
     setattr(restore, MARK, True)

@@ -94,19 +94,21 @@ class BoundedWebSocketSession(AsyncWebSocketSession):
                         self._ping_manager.ack(event.payload)
                     elif isinstance(event, Message):
                         size += len(event.data)
-                        if size <= MAX_RECEIVE_BYTES:
-                            pieces.append(event.data)
-                        else:
-                            pieces.clear()
-                        if event.message_finished:
-                            if size > MAX_RECEIVE_BYTES:
-                                await self._send_event.send(OversizedMessage(size))
-                            elif len(pieces) == 1:
-                                await self._send_event.send(type(event)(data=pieces[0]))
+                        if not event.message_finished:
+                            if size <= MAX_RECEIVE_BYTES:
+                                pieces.append(event.data)
                             else:
-                                joined = "".join(pieces) if isinstance(event, TextMessage) else b"".join(pieces)
-                                await self._send_event.send(type(event)(data=joined))
-                            pieces, size = [], 0
+                                pieces.clear()
+                            continue
+                        if size > MAX_RECEIVE_BYTES:
+                            await self._send_event.send(OversizedMessage(size))
+                        elif not pieces:  # the whole message in one piece: the usual case
+                            await self._send_event.send(event)
+                        else:
+                            pieces.append(event.data)
+                            joined = "".join(pieces) if isinstance(event, TextMessage) else b"".join(pieces)
+                            await self._send_event.send(type(event)(data=joined))
+                        pieces, size = [], 0
                     else:
                         if isinstance(event, CloseConnection):
                             self._should_close.set()

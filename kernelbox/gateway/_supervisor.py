@@ -192,7 +192,7 @@ class Supervisor:
         """
         signal_group(process.pid, signal.SIGKILL)
         tree, self._tree = self._tree, []
-        left = await anyio.to_thread.run_sync(_kill_tree, tree, LEFTOVER_KILL_SECONDS)
+        left = await anyio.to_thread.run_sync(_reap_tree, tree, 0, LEFTOVER_KILL_SECONDS)
         if left:
             logger.error("Gateway [pid %d] left processes that could not be killed: %s", process.pid, left)
 
@@ -413,7 +413,7 @@ async def terminate(process: anyio.abc.Process, timeout: float) -> None:
         with anyio.move_on_after(timeout):
             await process.wait()
     # Kernels live in sessions of their own: give them the same time, then kill.
-    await anyio.to_thread.run_sync(_reap_tree, tree, timeout)
+    await anyio.to_thread.run_sync(_reap_tree, tree, timeout, timeout)
 
 
 def _process_tree(pid: int) -> list[psutil.Process]:
@@ -431,20 +431,12 @@ def signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
-def _kill_tree(tree: list[psutil.Process], timeout: float) -> list[int]:
-    """SIGKILL the processes (psutil refuses a reused pid) and wait up to `timeout` seconds;
-    returns the pids still alive."""
-    for proc in tree:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    return [proc.pid for proc in alive]
-
-
-def _reap_tree(tree: list[psutil.Process], timeout: float) -> None:
-    """Wait up to `timeout` seconds for the processes to exit, then SIGKILL the rest."""
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
+def _reap_tree(tree: list[psutil.Process], grace: float, timeout: float) -> list[int]:
+    """Wait up to `grace` seconds for the processes to exit, SIGKILL the rest (psutil refuses a
+    reused pid) and wait up to `timeout` seconds more; returns the pids still alive."""
+    _, alive = psutil.wait_procs(tree, timeout=grace)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(alive, timeout=timeout)
+    _, alive = psutil.wait_procs(alive, timeout=timeout)
+    return [proc.pid for proc in alive]
