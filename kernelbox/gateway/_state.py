@@ -33,10 +33,10 @@ def remove_state_dir(state_dir: Path) -> None:
 #   kernel sharing that home, can read it; and storing it cost ~1 ms of a ~5 ms ``1+1`` (a
 #   lock shared with the history-saving thread). ``In``, ``_i``, ``%history`` of the session
 #   keep working.
-# - no ``_execute_sleep``: ipykernel waits 0.5 ms before every ``execute_reply`` so that
-#   clients which end an execution on the reply see the iopub output first; kernelbox's client
-#   waits for both the reply and iopub ``status: idle`` (DESIGN.md, "Completion rule").
-KERNEL_OPTIONS = ("--HistoryManager.enabled=False", "--IPythonKernel._execute_sleep=0")
+# (ipykernel's 0.5 ms pause before each ``execute_reply`` is kept: without it, output a cell
+# writes straight to file descriptor 1 or 2 sometimes reached iopub only after ``status: idle``
+# and was missing from the result: tests/test_faults.py, the non-UTF-8 output test.)
+KERNEL_OPTIONS = ("--HistoryManager.enabled=False",)
 
 
 def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
