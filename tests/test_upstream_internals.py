@@ -16,7 +16,10 @@ pytestmark = pytest.mark.unit
 # (module, class or None, attributes the child processes rely on)
 INTERNALS = [
     ("jupyter_server.services.kernels.connection.channels", "ZMQChannelsWebsocketConnection",
-     ["connect", "_on_zmq_reply", "websocket_handler", "limit_rate", "subprotocol"]),
+     ["connect", "_on_zmq_reply", "websocket_handler", "limit_rate", "subprotocol", "create_stream", "nudge",
+      "handle_incoming_message", "handle_outgoing_message", "request_kernel_info", "channels", "session"]),
+    # A pooled kernel's first WebSocket takes its channels and kernel_info reply from the pool.
+    ("jupyter_server.services.kernels.connection.base", None, ["deserialize_msg_from_ws_v1"]),
     ("jupyter_server.services.kernels.kernelmanager", "MappingKernelManager",
      ["cull_idle_timeout", "cull_interval", "cull_connected", "cull_busy", "cull_kernel_if_idle",
       "kernel_manager_class", "_kernels", "list_kernels", "kernel_model", "shutdown_kernel", "start_kernel",

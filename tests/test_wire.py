@@ -1,17 +1,13 @@
 """The kernel WebSocket on the wire: the binary ``v1.kernel.websocket.jupyter.org`` subprotocol
 and loss-free reconnects.
 
-The binary path is driven by a minimal test client (httpx-ws + the v1 framing written out
-here) so the gateway side can be checked independently of `KernelClient`. The v1 framing
-(jupyter_server ``serialize_msg_to_ws_v1``): a little-endian u64 count ``n`` of offsets, then
-``n`` u64 offsets; the bytes between offsets 0 and 1 are the channel name, and each next pair
-delimits one ZMQ frame (header, parent_header, metadata, content, buffers...).
+The binary path is driven by a minimal test client (httpx-ws + the framings in
+``helpers/wire.py``) so the gateway side can be checked independently of `KernelClient`.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,31 +19,13 @@ import anyio
 import httpx
 import pytest
 from helpers.proxy import cuttable_proxy
+from helpers.wire import V1, decode_any, decode_v1, encode_v1
 from httpx_ws import aconnect_ws
 
 from kernelbox import KernelClient, KernelGateway
 from kernelbox._child.kernel_websocket import MAX_STREAM_MESSAGE_CHARS
 
 pytestmark = pytest.mark.anyio
-V1 = "v1.kernel.websocket.jupyter.org"
-
-
-def encode_v1(channel: str, frames: list[bytes]) -> bytes:
-    head = channel.encode()
-    offsets = [8 * (1 + 1 + len(frames) + 1)]
-    offsets.append(offsets[-1] + len(head))
-    for frame in frames:
-        offsets.append(offsets[-1] + len(frame))
-    return struct.pack(f"<{len(offsets) + 1}Q", len(offsets), *offsets) + head + b"".join(frames)
-
-
-def decode_v1(data: bytes) -> tuple[str, list[bytes]]:
-    (count,) = struct.unpack_from("<Q", data)
-    offsets = struct.unpack_from(f"<{count}Q", data, 8)
-    channel = data[offsets[0] : offsets[1]].decode()
-    return channel, [data[a:b] for a, b in zip(offsets[1:], offsets[2:], strict=False)]
-
-
 class BinaryKernelSession:
     """Executes code over one v1 WebSocket and returns the decoded messages of each request."""
 
@@ -93,16 +71,6 @@ class BinaryKernelSession:
             replied = replied or header["msg_type"] == "execute_reply"
             idle = idle or (header["msg_type"] == "status" and content["execution_state"] == "idle")
         return messages
-
-
-def decode_any(event: Any, subprotocol: str | None) -> dict[str, Any]:
-    """A received wsproto event as a message dict, from either format."""
-    if subprotocol != V1:
-        return json.loads(event.data)
-    channel, frames = decode_v1(bytes(event.data))
-    header, parent, metadata, content = (json.loads(f) for f in frames[:4])
-    return {"channel": channel, "header": header, "parent_header": parent, "metadata": metadata,
-            "content": content}
 
 
 @asynccontextmanager

@@ -40,10 +40,6 @@ from kernelbox._child.streams import LeanStream
 
 logger = logging.getLogger("kernelbox.gateway.activity")
 
-# Messages a socket may queue before a consumer reads them again; `IOPubStream.discard_pending`
-# reads at most this many per call (a kernel could publish faster than it is drained).
-_DISCARD_LIMIT = 100_000
-
 
 class KernelActivity:
     """The activity record of one kernel and who keeps it: live streams, the watcher, a tail.
@@ -190,18 +186,8 @@ class IOPubStream(LeanStream):
         self.activity.seen(self, _as_bytes(msg))  # before the consumer, which may close us
         super()._received(msg)
 
-    def discard_pending(self) -> int:
-        """Read and drop what the socket has queued, recording each message; how many."""
-        count = 0
-        while count < _DISCARD_LIMIT:
-            try:
-                msg = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            self.activity.seen(self, msg)
-            count += 1
-        self.recheck()
-        return count
+    def _discarded(self, msg: list[bytes]) -> None:
+        self.activity.seen(self, msg)  # dropped, but still the kernel's activity
 
     def close(self, linger: int | None = None) -> None:
         socket = self.socket

@@ -100,7 +100,7 @@ from kernelbox._child._prelaunch import PrelaunchedKernel, connection_info_pipe
 from kernelbox._child.activity import IOPubStream, KernelActivity
 from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
-    POOLED_IOPUB_ATTRIBUTE,
+    PRIMED_ATTRIBUTE,
     prime_pooled_kernel,
 )
 from kernelbox._child.streams import LeanStream
@@ -384,9 +384,13 @@ class PooledKernelManager(SeedingMappingKernelManager):
             kwargs = self._offer_prelaunched({"kernel_name": self.default_kernel_name})
             kernel_id = await super().start_kernel(**kwargs)
             self._pool_ids.add(kernel_id)
-            # Ready = answered kernel_info; the reply is cached and an iopub socket is left
-            # subscribed for the kernel's first WebSocket, which then waits for neither.
-            await prime_pooled_kernel(self.get_kernel(kernel_id), timeout=self.pool_ready_timeout)
+            # Ready = answered kernel_info; the reply is cached and the channels are left
+            # connected for the kernel's first WebSocket, which then waits for neither.
+            manager = self.get_kernel(kernel_id)
+            await prime_pooled_kernel(
+                manager, timeout=self.pool_ready_timeout,
+                kernel_running=lambda: process_state(manager) in RUNNING_STATES,
+            )
             self._pool.append(kernel_id)
             self.log.info("Pooled kernel %s ready (%d ready)", kernel_id, len(self._pool))
         except Exception:
@@ -442,15 +446,21 @@ class PooledKernelManager(SeedingMappingKernelManager):
         # ``ready`` future is pending), an HTTP 500 for a client's reset(); or it interrupts
         # the new kernel while it imports. So wait (bounded) for the restart to finish.
         manager = self._kernels.get(kernel_id)
-        iopub = getattr(manager, POOLED_IOPUB_ATTRIBUTE, None)
-        if iopub is not None:  # a pooled kernel that never had a WebSocket
-            delattr(manager, POOLED_IOPUB_ATTRIBUTE)
-            iopub.close()
+        primed = manager.__dict__.pop(PRIMED_ATTRIBUTE, None) if manager is not None else None
+        if primed is not None:  # a pooled kernel that never had a WebSocket
+            primed.close()
         restarted = getattr(manager, "restart_finished", None)
         if restarted is not None and not restarted.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(restarted.wait(), RESTART_SETTLE_SECONDS)
         await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+
+
+# psutil states of a process that will answer a request (not stopped, not exited).
+RUNNING_STATES = frozenset({
+    psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP, psutil.STATUS_IDLE,
+    psutil.STATUS_WAKING,
+})
 
 
 def process_state(manager: Any) -> str | None:

@@ -23,8 +23,11 @@ Runs in the gateway process. `KernelWebsocketConnection` extends Jupyter Server'
   last `REPLAY_WINDOW_BYTES` it sent and the replay starts with them, so delivery is at least
   once and in order, and exactly once after the client's dedup. Without it, duplicates would
   reach a client that does not expect them, so the stock replay is kept.
-- **Warm hand-out.** A kernel from the warm pool comes with its ``kernel_info`` reply cached and
-  an iopub socket already subscribed, so the first WebSocket waits for no kernel round trip.
+- **Warm hand-out.** A kernel from the warm pool comes with its four channels connected (the
+  CurveZMQ handshakes done, iopub subscribed) and its ``kernel_info`` reply cached, so its
+  first WebSocket creates no socket, sends no nudge, and its first ``kernel_info_request`` is
+  answered from the cache (`PrimedChannels`): taking a pooled kernel is one HTTP request and
+  one WebSocket upgrade, with no round trip to the kernel.
 """
 
 from __future__ import annotations
@@ -35,8 +38,13 @@ import concurrent.futures
 import hmac
 import json
 import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
+from jupyter_server._tz import utcnow
+from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketProtocol13
@@ -51,8 +59,9 @@ MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 REPLAY_WINDOW_BYTES = 16 * 1024 * 1024
 # ``?replay=sent`` on the WebSocket URL: the client drops repeated msg_ids (see above).
 REPLAY_ARGUMENT, REPLAY_SENT = "replay", "sent"
-# Attributes this module sets on a pooled kernel's manager (see `prime_pooled_kernel`).
-POOLED_IOPUB_ATTRIBUTE = "kernelbox_pooled_iopub"
+# Set by `prime_pooled_kernel` on a pooled kernel's manager: a `PrimedChannels`.
+PRIMED_ATTRIBUTE = "kernelbox_primed"
+CHANNELS = ("shell", "control", "stdin", "iopub")
 # Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
 # reply has been written to a client (the pool then starts a replacement).
 POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
@@ -72,6 +81,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         self._disconnected = False
         self._replay_sent = False
         self._batch: list[tuple[bytes, bool]] | None = None  # queued by write_message
+        self._primed: PrimedChannels | None = None  # until the first message from the client
 
     # -- connection set-up ----------------------------------------------------------------
 
@@ -103,21 +113,58 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return super().connect()
 
     def create_stream(self) -> None:
-        iopub = getattr(self.kernel_manager, POOLED_IOPUB_ATTRIBUTE, None)
-        if iopub is None or iopub.closed():
+        primed: PrimedChannels | None = self.kernel_manager.__dict__.pop(PRIMED_ATTRIBUTE, None)
+        if primed is None or not primed.usable():
+            if primed is not None:
+                primed.close()
             return super().create_stream()
-        # A pooled kernel's first connection: its iopub socket subscribed while it waited in
-        # the pool, so the kernel_info "nudge" that proves a fresh subscription is not needed.
-        delattr(self.kernel_manager, POOLED_IOPUB_ATTRIBUTE)
-        iopub.discard_pending()  # pool start-up chatter (still counted as activity)
-        iopub.channel = "iopub"
-        self.channels["iopub"] = iopub
-        identity = self.session.bsession
-        for channel in ("shell", "control", "stdin"):
-            stream = getattr(self.kernel_manager, "connect_" + channel)(identity=identity)
-            stream.channel = channel
-            self.channels[channel] = stream
+        # A pooled kernel's first connection: its channels connected (and iopub subscribed)
+        # while it waited in the pool, so no socket is created and no nudge is needed.
+        self.channels.update(primed.take())
+        self._primed = primed
         self._skip_nudge = True
+
+    def handle_incoming_message(self, incoming_msg: str | bytes) -> None:
+        primed, self._primed = self._primed, None
+        if primed is None or not self._answer_from_cache(primed, incoming_msg):
+            super().handle_incoming_message(incoming_msg)  # type: ignore[arg-type]
+
+    def _answer_from_cache(self, primed: PrimedChannels, incoming_msg: str | bytes) -> bool:
+        """Answer a pooled kernel's first message from its cache if it is ``kernel_info_request``.
+
+        The kernel answered the same request while it waited in the pool; its reply (content and
+        header, with a new ``msg_id`` and date) goes back as if it had come on the shell
+        channel, signed with the kernel's key. Only while the kernel process runs, and only when
+        the server's ``allowed_message_types`` lets the request through.
+        """
+        allowed = self.multi_kernel_manager.allowed_message_types
+        if allowed and "kernel_info_request" not in allowed:
+            return False
+        if self.subprotocol == V1_SUBPROTOCOL:
+            if not isinstance(incoming_msg, bytes):
+                return False
+            channel, msg_list = deserialize_msg_from_ws_v1(incoming_msg)
+            if channel != "shell" or not msg_list:
+                return False
+            request_header = self.session.unpack(msg_list[0])
+        else:
+            message = json.loads(incoming_msg)
+            if not isinstance(message, dict) or message.get("channel") != "shell":
+                return False
+            request_header = message.get("header")
+        if not isinstance(request_header, dict) or request_header.get("msg_type") != "kernel_info_request":
+            return False
+        if not primed.kernel_running():
+            return False
+        reply = {
+            "header": dict(primed.reply["header"], msg_id=uuid.uuid4().hex, date=utcnow()),
+            "parent_header": request_header,
+            "metadata": primed.reply["metadata"],
+            "content": primed.reply["content"],
+        }
+        shell = self.channels["shell"]
+        self.handle_outgoing_message(shell, self.session.serialize(reply, ident=primed.identity))
+        return True
 
     def nudge(self) -> Any:
         if self._skip_nudge:
@@ -348,49 +395,91 @@ def split_stream_frames(frames: list[bytes], max_chars: int, pack: Any, unpack: 
     ]
 
 
-async def prime_pooled_kernel(kernel_manager: Any, timeout: float, retry_seconds: float = 0.2) -> None:
-    """Wait until a pooled kernel answers, and prepare its first WebSocket connection.
+@dataclass
+class PrimedChannels:
+    """A pooled kernel's channels, connected while it waited, and its ``kernel_info`` reply.
 
-    Sends ``kernel_info_request`` on a transient shell socket (again every `retry_seconds`)
-    until the reply has come *and* a fresh iopub socket has received a message, which proves
-    its subscription is live (ZMQ subscriptions take effect asynchronously). The reply is
-    cached where Jupyter Server looks for it (``kernel_manager._kernel_info_future``) and the
-    iopub socket is kept for `KernelWebsocketConnection.create_stream`.
+    `streams` maps ``"shell"``, ``"control"``, ``"stdin"`` and ``"iopub"`` to open streams; shell,
+    control and stdin share the routing `identity` (the kernel sends ``input_request`` on stdin
+    to the identity the ``execute_request`` came from). `reply` is the kernel's
+    ``kernel_info_reply`` as a message dict. `kernel_running` says whether the kernel process is
+    running now (not exited, stopped or a zombie).
+    """
+
+    streams: dict[str, Any]
+    identity: bytes
+    reply: dict[str, Any]
+    kernel_running: Callable[[], bool]
+
+    def usable(self) -> bool:
+        return all(not stream.closed() for stream in self.streams.values())
+
+    def take(self) -> dict[str, Any]:
+        """The streams for a WebSocket connection, emptied of what came while they waited."""
+        for name, stream in self.streams.items():
+            stream.channel = name
+            stream.discard_pending()  # late kernel_info replies, iopub start-up chatter
+        streams, self.streams = self.streams, {}
+        return streams
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            if not stream.closed():
+                stream.close()
+        self.streams = {}
+
+
+async def prime_pooled_kernel(
+    kernel_manager: Any, timeout: float, kernel_running: Callable[[], bool], retry_seconds: float = 0.2
+) -> None:
+    """Wait until a pooled kernel answers, and connect the channels of its first WebSocket.
+
+    Opens the kernel's four channels and sends ``kernel_info_request`` on the shell channel
+    (again every `retry_seconds`) until the reply has come *and* the iopub socket has received
+    a message, which proves its subscription is live (ZMQ subscriptions take effect
+    asynchronously). The reply is cached where Jupyter Server looks for it
+    (``kernel_manager._kernel_info_future``), and the channels and reply are kept as
+    `PrimedChannels` for `KernelWebsocketConnection.create_stream`.
 
     Raises:
         TimeoutError: no reply and iopub message within `timeout` seconds.
     """
     session = kernel_manager.session
     loop = asyncio.get_running_loop()
-    info: asyncio.Future[Any] = loop.create_future()
+    info: asyncio.Future[dict[str, Any]] = loop.create_future()
     heard: asyncio.Future[Any] = loop.create_future()
 
     def on_shell(msg_list: list[bytes]) -> None:
         _idents, parts = session.feed_identities(msg_list)
         message = session.deserialize(parts)
         if message["msg_type"] == "kernel_info_reply" and not info.done():
-            info.set_result(message["content"])
+            info.set_result(message)
 
     def on_iopub(_msg_list: list[bytes]) -> None:
         if not heard.done():
             heard.set_result(None)
 
-    shell = kernel_manager.connect_shell()
-    iopub = kernel_manager.connect_iopub()
-    shell.on_recv(on_shell)
-    iopub.on_recv(on_iopub)
+    identity = uuid.uuid4().hex.encode()
+    streams = {
+        name: getattr(kernel_manager, "connect_" + name)(identity=None if name == "iopub" else identity)
+        for name in CHANNELS
+    }
+    primed = PrimedChannels(streams, identity, {}, kernel_running)
+    streams["shell"].on_recv(on_shell)
+    streams["iopub"].on_recv(on_iopub)
     try:
         async with asyncio.timeout(timeout):
             while not (info.done() and heard.done()):
-                session.send(shell, "kernel_info_request")
+                session.send(streams["shell"], "kernel_info_request")
                 await asyncio.wait([info, heard], timeout=retry_seconds)
     except BaseException:
-        iopub.close()
+        primed.close()
         raise
-    finally:
-        shell.close()
-    iopub.stop_on_recv()
+    for stream in streams.values():
+        stream.stop_on_recv()
+    reply = info.result()
+    primed.reply = {key: reply[key] for key in ("header", "metadata", "content")}
     cached: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-    cached.set_result(info.result())
+    cached.set_result(reply["content"])
     kernel_manager._kernel_info_future = cached
-    setattr(kernel_manager, POOLED_IOPUB_ATTRIBUTE, iopub)
+    setattr(kernel_manager, PRIMED_ATTRIBUTE, primed)

@@ -26,6 +26,9 @@ from zmq.eventloop.zmqstream import ZMQStream
 
 # Messages one readiness event may read before other sockets get a turn.
 RECEIVE_BATCH = 32
+# Messages `LeanStream.discard_pending` reads at most per call (a kernel could publish faster
+# than it is drained).
+DISCARD_LIMIT = 100_000
 
 _Stream = TypeVar("_Stream", bound="LeanStream")
 
@@ -75,6 +78,22 @@ class LeanStream(ZMQStream):
         """
         if self.socket is not None:
             self._rebuild_io_state()
+
+    def discard_pending(self) -> int:
+        """Read and drop what the socket has queued (each passed to `_discarded`); how many."""
+        count = 0
+        while count < DISCARD_LIMIT and self.socket is not None:
+            try:
+                msg = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._discarded(msg)
+            count += 1
+        self.recheck()
+        return count
+
+    def _discarded(self, msg: list[bytes]) -> None:
+        """One message dropped unread by `discard_pending` (subclasses may record it)."""
 
     def _handle_recv(self) -> None:
         # The first message is read even without a callback (and dropped), as stock
