@@ -7,6 +7,7 @@ always first after a pause. Each system has its own worker process (see `_worker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ OP_TIMEOUT_SECONDS: dict[str, float] = {
     "cold_connect": 180.0,
     "open_pool": 300.0,
     "warm_connect": 300.0,
+    "pool_ready": 300.0,
     "close_pool": 120.0,
     "stream": 900.0,
     "figure": 120.0,
@@ -267,7 +269,16 @@ class Suite:
             elif (unsupported := self._samples("pool", name).unsupported) is not None:
                 self._samples("warm_connect", name).unsupported = unsupported
         try:
-            await self.interleave("warm_connect", "warm_connect", self.config.warm_runs, pooled)
+            # Each timed connect starts when every system's pool is full again: a replacement
+            # kernel another system is still starting would otherwise share the CPU with it.
+            logger.info("Workload warm_connect: %d reps x %s", self.config.warm_runs, ", ".join(pooled) or "no systems")
+            for rep in range(self.config.warm_runs):
+                for name in rotated(pooled, rep):
+                    for other in pooled:
+                        if other != name and (worker := self.workers.get(other)) is not None:
+                            with contextlib.suppress(WorkerError):  # its own connects report it
+                                await worker.call("pool_ready", OP_TIMEOUT_SECONDS["pool_ready"])
+                    await self._run_one("warm_connect", name, "warm_connect")
         finally:
             for name in pooled:
                 await self._run_one("pool_close", name, "close_pool")

@@ -141,6 +141,11 @@ class Worker:
         await self.system.wait_pool_ready(self.pool_gateway, POOL_READY_TIMEOUT_SECONDS)
         return await self._timed_connect(self.pool_gateway)
 
+    async def pool_ready(self) -> dict[str, Any]:
+        """Return once this system's pool is full again (another system's connect is next)."""
+        await self.system.wait_pool_ready(self.pool_gateway, POOL_READY_TIMEOUT_SECONDS)
+        return {}
+
     async def close_pool(self) -> dict[str, Any]:
         await self._close(self.pool_gateway, None)
         self.pool_gateway = None
@@ -370,6 +375,7 @@ COMMANDS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "cold_connect",
         "open_pool",
         "warm_connect",
+        "pool_ready",
         "close_pool",
         "stream",
         "figure",

@@ -241,3 +241,21 @@ async def test_gateway_logs_reach_the_logging_module(tmp_path: Path, caplog: pyt
     assert any(f"Started gateway [pid {pid}]" in m for m in messages)
     assert any("Kernel Gateway" in m for m in messages)
     assert any(f"Stopped gateway [pid {pid}]" in m for m in messages)
+
+
+async def test_the_access_log_keeps_failures_and_leaves_successes_to_debug(gateway: KernelGateway) -> None:
+    """At INFO, a kernel request writes no access line; a failed request is still a WARNING."""
+    marker = f"/api/kernels/no-such-kernel-{time.monotonic_ns()}"
+    headers = {"Authorization": f"token {gateway.token}"}
+    with anyio.fail_after(30):
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers, trust_env=False) as http:
+            created = await http.post("/api/kernels", json={})
+            assert created.status_code == 201
+            kernel_id = created.json()["id"]
+            assert (await http.get(marker)).status_code == 404
+            while not any(marker in line for line in gateway.log_tail):
+                await anyio.sleep(0.05)  # polling the forwarded log for the 404's line
+            await http.delete(f"/api/kernels/{kernel_id}")
+    [failure] = [line for line in gateway.log_tail if marker in line]
+    assert failure.startswith("[W") and "404" in failure
+    assert not any("201 POST" in line or f"{kernel_id} (" in line and "101" in line for line in gateway.log_tail)

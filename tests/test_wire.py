@@ -247,3 +247,22 @@ def test_websocket_frames_written_in_batches_decode_as_a_client_reads_them(size:
         assert isinstance(event, kind) and event.message_finished
         received.append(event.data if binary else event.data.encode())
     assert b"".join(received) == b"".join(payloads)
+
+
+async def test_the_websocket_reuses_the_connection_that_created_the_kernel(
+    gateway: KernelGateway, tmp_path: Path
+) -> None:
+    """One TCP connection per connect(): the upgrade goes over the POST's keep-alive connection."""
+    import psutil
+
+    def connections_to_gateway() -> list[Any]:
+        return [c for c in psutil.Process().net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == gateway.port and c.status == psutil.CONN_ESTABLISHED]
+
+    before = {c.laddr for c in connections_to_gateway()}
+    with anyio.fail_after(60):
+        async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                images_dir=tmp_path) as client:
+            assert (await client.execute("1 + 1")).text == "2"
+            opened = [c for c in connections_to_gateway() if c.laddr not in before]
+            assert len(opened) == 1, opened

@@ -88,12 +88,14 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from jupyter_core.paths import jupyter_path
 from jupyter_server._tz import utcnow
+from jupyter_server.log import log_request as jupyter_log_request
 from kernel_gateway.gatewayapp import KernelGatewayApp
 from kernel_gateway.services.kernels.manager import (
     KernelGatewayIOLoopKernelManager,
     SeedingMappingKernelManager,
 )
-from tornado import httpserver
+from tornado import httpserver, web
+from tornado.log import access_log
 from traitlets import Float, Integer, default
 
 from kernelbox._child._prelaunch import PrelaunchedKernel, connection_info_pipe
@@ -531,6 +533,10 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
 
     listening_socket: socket.socket | None = None
 
+    def init_webapp(self) -> None:
+        super().init_webapp()
+        self.web_app.settings["log_function"] = log_request
+
     def init_http_server(self) -> None:
         assert self.listening_socket is not None
         self.http_server = httpserver.HTTPServer(
@@ -559,6 +565,22 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
     def _stop_on_signal(self, sig: int) -> None:
         self.log.critical("received signal %s, stopping", sig)
         self.stop()
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """The access log: successes (and WebSocket upgrades) at DEBUG, failures as Jupyter Server logs them.
+
+    Kernel Gateway leaves Tornado's default, one INFO line per request; taking a pooled kernel
+    is two requests, and each line costs a write here and a read and a log record in the
+    supervising process while the client waits. Jupyter Server logs successes at DEBUG too
+    (``jupyter_server.log.log_request``), which still logs every 4xx (WARNING) and 5xx (ERROR).
+    """
+    status = handler.get_status()
+    if status >= 400:
+        jupyter_log_request(handler, record_prometheus_metrics=False)
+    elif access_log.isEnabledFor(logging.DEBUG):
+        request = handler.request  # the path only: a query may carry a token
+        access_log.debug("%d %s %s %.2fms", status, request.method, request.path, 1000.0 * request.request_time())
 
 
 class _JupyterPingMismatchFilter(logging.Filter):

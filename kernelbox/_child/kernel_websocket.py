@@ -306,6 +306,10 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             super()._on_zmq_reply(stream, part)
 
 
+def _drop(_msg_list: list[bytes]) -> None:
+    """The consumer of a pooled kernel's channels until its first WebSocket takes them."""
+
+
 def websocket_frame(payload: bytes, binary: bool) -> bytes:
     """One unmasked, final, uncompressed WebSocket frame (RFC 6455 section 5.2), server to client.
 
@@ -418,7 +422,8 @@ class PrimedChannels:
         """The streams for a WebSocket connection, emptied of what came while they waited."""
         for name, stream in self.streams.items():
             stream.channel = name
-            stream.discard_pending()  # late kernel_info replies, iopub start-up chatter
+            stream.stop_on_recv()
+            stream.discard_pending()  # what came since the loop last read the socket
         streams, self.streams = self.streams, {}
         return streams
 
@@ -475,8 +480,10 @@ async def prime_pooled_kernel(
     except BaseException:
         primed.close()
         raise
+    # Replies to the retried requests, and their iopub status messages, come later: dropped
+    # as they arrive (iopub still counts as activity), not left queued for the hand-out.
     for stream in streams.values():
-        stream.stop_on_recv()
+        stream.on_recv(_drop)
     reply = info.result()
     primed.reply = {key: reply[key] for key in ("header", "metadata", "content")}
     cached: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()

@@ -134,6 +134,12 @@ def _connection_error(exc: BaseException | None) -> GatewayConnectionError:
     return GatewayConnectionError("the kernel WebSocket is closed")
 
 
+def _http_form(url: str) -> str:
+    """`url` with ``ws:``/``wss:`` replaced by ``http:``/``https:`` (the same request, RFC 6455 §3)."""
+    scheme, _, rest = url.partition(":")
+    return {"ws": "http", "wss": "https"}.get(scheme, scheme) + ":" + rest
+
+
 class KernelChannels:
     """The WebSocket of one kernel, kept open until `aclose()`.
 
@@ -169,6 +175,10 @@ class KernelChannels:
         # (delivery at least once; executions drop repeated msg_ids, so exactly once). Other
         # servers ignore the argument and replay only what they buffered while disconnected.
         self.url = f"{ws_base_url}/api/kernels/{quote(kernel_id)}/channels?session_id={session_id}&replay=sent"
+        # The upgrade is requested on the http(s) form of the URL: httpx pools connections by
+        # scheme, and so the upgrade reuses the idle keep-alive connection of the request that
+        # created the kernel instead of opening another one.
+        self._upgrade_url = _http_form(self.url)
         self.kernel_id = kernel_id
         self._ping_interval = ping_interval
         self._on_message = on_message
@@ -239,7 +249,7 @@ class KernelChannels:
             while True:
                 try:
                     async with aconnect_ws(
-                        self.url,
+                        self._upgrade_url,
                         self._http,
                         subprotocols=[_protocol.V1_SUBPROTOCOL],
                         max_message_size_bytes=MAX_RECEIVE_BYTES,
