@@ -220,3 +220,39 @@ async def test_a_bug_in_the_reader_surfaces_as_itself(
     monkeypatch.undo()
     with anyio.fail_after(30), pytest.raises((LookupError, GatewayConnectionError)):
         await client.execute("3")  # the connection is over; the client says so, with the cause
+
+
+async def test_a_kernel_exits_by_itself_when_shut_down(tmp_path: Path) -> None:
+    """Every shutdown_request ends the kernel process by itself; none is left to the SIGTERM.
+
+    Without kernelbox's ordering (`kernelbox._child.kernel_launcher`), ipykernel's control
+    thread raced its own iopub thread at exit, and more than half the shutdowns hung until the
+    kernel manager logged "Kernel is taking too long to finish, terminating" (at DEBUG) and
+    terminated the kernel, 2.5 s later.
+    """
+    import logging
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect(logging.DEBUG)
+    gateway_logger = logging.getLogger("kernelbox.gateway")
+    previous_level = gateway_logger.level
+    gateway_logger.addHandler(handler)
+    gateway_logger.setLevel(logging.DEBUG)
+    try:
+        with anyio.fail_after(120):
+            async with KernelGateway(port=0, working_dir=tmp_path, log_level="DEBUG") as gateway:
+                for _ in range(6):
+                    async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
+                                            images_dir=tmp_path) as client:
+                        assert (await client.execute("1 + 1")).text == "2"
+                    # disconnect() returned: the gateway has finished this kernel's shutdown.
+    finally:
+        gateway_logger.removeHandler(handler)
+        gateway_logger.setLevel(previous_level)
+    assert sum("Kernel shutdown:" in line for line in lines) >= 6
+    assert not [line for line in lines if "taking too long to finish" in line]

@@ -583,6 +583,23 @@ def log_request(handler: web.RequestHandler) -> None:
         access_log.debug("%d %s %s %.2fms", status, request.method, request.path, 1000.0 * request.request_time())
 
 
+class _ConnectionChatterFilter(logging.Filter):
+    """Keep two INFO lines Jupyter Server writes for every kernel WebSocket out of the log.
+
+    ``Connecting to kernel <id>.`` and ``Adapting from protocol version 5.3 ... to 5.4`` (a
+    no-op within protocol 5) say nothing an operator acts on, and each costs the supervising
+    process a read and a log record while the client waits for its connection; with the
+    gateway at DEBUG they are kept.
+    """
+
+    PREFIXES = ("Connecting to kernel ", "Adapting from protocol version ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        return not record.msg.startswith(self.PREFIXES) or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 class _JupyterPingMismatchFilter(logging.Filter):
     """Drop Tornado's warning about jupyter_server's WebSocket ping settings.
 
@@ -688,12 +705,14 @@ def main(argv: list[str] | None = None, prelaunched: PrelaunchedKernel | None = 
     config: dict[str, Any] = json.loads(args[0]) if args else {}
     sock = _adopt_stdin_socket()
     logging.getLogger("tornado.general").addFilter(_JupyterPingMismatchFilter())
+    logging.getLogger("tornado.application").addFilter(_ConnectionChatterFilter())
 
     kernel_env_names = sorted(name for name in os.environ if name not in _PRIVATE_ENV)
     app = SocketActivatedGatewayApp()
     app.listening_socket = sock
     app.env_process_whitelist = kernel_env_names
     app.initialize(_config_argv(config))
+    app.log.addFilter(_ConnectionChatterFilter())
     _skip_empty_ipython_kernel_dir(app.kernel_spec_manager)
     if prelaunched is not None:
         app.kernel_manager.hold_prelaunched(prelaunched)

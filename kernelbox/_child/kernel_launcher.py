@@ -91,17 +91,39 @@ def main(argv: list[str] | None = None) -> None:
     _add_pip_target()
     sys.argv = [sys.argv[0], *args]
     if info is None:
-        from ipykernel import kernelapp
-
-        kernelapp.launch_new_instance()
+        _kernel_app_class().launch_instance()
         return
     _start_private_kernel(info)
 
 
-def _start_private_kernel(info: dict[str, Any]) -> None:
+def _kernel_app_class() -> Any:
+    """ipykernel's ``IPKernelApp``, finishing its control thread's work before it exits.
+
+    ipykernel 7 answers ``shutdown_request`` on its control thread and then, still there,
+    flushes ``sys.stdout``/``sys.stderr`` through the iopub thread. The same request stops
+    the main loop, ``start()`` returns, and the interpreter's exit runs the ``atexit``
+    handlers, newest first: the iopub thread's ``stop`` before ``IPKernelApp.close`` (which
+    would join the control thread). When that stop wins the race, the flush waits its whole
+    ``flush_timeout`` (10 s) for a thread that is gone, and the kernel manager SIGTERMs the
+    kernel after ``shutdown_wait_time / 2`` (2.5 s): measured here on 6 to 10 of 15 shutdowns,
+    2.6 s each instead of 0.4 s, and none of the kernel code's ``atexit`` handlers ran. Here
+    ``start()`` joins the control thread before it returns, while the iopub thread runs.
+    """
     from ipykernel.kernelapp import IPKernelApp
 
-    class PrivateConnectionKernelApp(IPKernelApp):
+    class OrderlyExitKernelApp(IPKernelApp):
+        def start(self) -> None:
+            super().start()
+            control = self.control_thread
+            if control is not None and control.is_alive():
+                control.stop()
+                control.join()
+
+    return OrderlyExitKernelApp
+
+
+def _start_private_kernel(info: dict[str, Any]) -> None:
+    class PrivateConnectionKernelApp(_kernel_app_class()):  # type: ignore[misc]
         """ipykernel with its connection info given in memory; it writes no connection file."""
 
         def init_connection_file(self) -> None:

@@ -63,7 +63,8 @@ REPLAY_ARGUMENT, REPLAY_SENT = "replay", "sent"
 PRIMED_ATTRIBUTE = "kernelbox_primed"
 CHANNELS = ("shell", "control", "stdin", "iopub")
 # Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
-# reply has been written to a client (the pool then starts a replacement).
+# reply other than ``kernel_info_reply`` (normally its first ``execute_reply``) has been
+# written to a client (the pool then starts a replacement).
 POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
 # Queued messages are joined into writes of at most about this many bytes.
 WRITE_BATCH_BYTES = 1024 * 1024
@@ -194,10 +195,30 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             stream.activity.steady(stream)  # this stream now keeps the kernel's activity record
         if self._replay_sent:
             self._remember(channel, outgoing_msg)
-        if channel == "shell":
-            refill = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE, None)
-            if refill is not None:
-                asyncio.get_running_loop().call_soon(refill)
+        refill = None
+        if channel == "shell" and POOL_REFILL_ATTRIBUTE in self.kernel_manager.__dict__:
+            refill = self._pool_refill(outgoing_msg)
+        self._forward(stream, channel, outgoing_msg)
+        if refill is not None:
+            asyncio.get_running_loop().call_soon(refill)  # after the write _forward queued
+
+    def _pool_refill(self, outgoing_msg: list[Any]) -> Any:
+        """The pool's refill, taken, when this shell reply is not ``kernel_info_reply``; else None.
+
+        Starting a kernel blocks this loop for the fork and costs a second of CPU for its
+        imports: it waits until the reply is written, and until the client's first request
+        after its connect (whose ``kernel_info_reply`` comes from the pool's cache).
+        """
+        _idents, msg_list = self.session.feed_identities(outgoing_msg)
+        try:
+            msg_type = self.session.unpack(msg_list[1]).get("msg_type")
+        except (IndexError, ValueError, TypeError):
+            msg_type = None
+        if msg_type == "kernel_info_reply":
+            return None
+        return self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE)
+
+    def _forward(self, stream: Any, channel: str | None, outgoing_msg: list[Any]) -> None:
         if self.subprotocol == V1_SUBPROTOCOL or not self._json_passthrough():
             return super().handle_outgoing_message(stream, outgoing_msg)
         # With rate limiting off and tracebacks allowed, the stock JSON path only parses the
@@ -304,10 +325,6 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             parts = split_stream_message(msg_or_list, MAX_STREAM_MESSAGE_CHARS)
         for part in parts:
             super()._on_zmq_reply(stream, part)
-
-
-def _drop(_msg_list: list[bytes]) -> None:
-    """The consumer of a pooled kernel's channels until its first WebSocket takes them."""
 
 
 def websocket_frame(payload: bytes, binary: bool) -> bytes:
@@ -422,7 +439,6 @@ class PrimedChannels:
         """The streams for a WebSocket connection, emptied of what came while they waited."""
         for name, stream in self.streams.items():
             stream.channel = name
-            stream.stop_on_recv()
             stream.discard_pending()  # what came since the loop last read the socket
         streams, self.streams = self.streams, {}
         return streams
@@ -480,10 +496,10 @@ async def prime_pooled_kernel(
     except BaseException:
         primed.close()
         raise
-    # Replies to the retried requests, and their iopub status messages, come later: dropped
-    # as they arrive (iopub still counts as activity), not left queued for the hand-out.
+    # Replies to the retried requests and their iopub status messages that come later stay
+    # queued in the sockets; `PrimedChannels.take` drops them.
     for stream in streams.values():
-        stream.on_recv(_drop)
+        stream.stop_on_recv()
     reply = info.result()
     primed.reply = {key: reply[key] for key in ("header", "metadata", "content")}
     cached: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
