@@ -27,7 +27,8 @@ INTERNALS = [
       "last_kernel_activity", "_kernel_buffers"]),
     # kernelbox._child.activity.IOPubStream overrides _handle_recv and close.
     ("zmq.eventloop.zmqstream", "ZMQStream",
-     ["_handle_recv", "_run_callback", "_rebuild_io_state", "close", "closed", "on_recv", "send_multipart"]),
+     ["_handle_recv", "_run_callback", "_rebuild_io_state", "close", "closed", "on_recv", "send_multipart",
+      "_handle_events", "_update_handler", "_handle_send", "sending"]),
     ("jupyter_client.session", None, ["DELIM"]),
     # KernelWebsocketConnection._write_batch writes joined frames to the protocol's stream.
     ("tornado.websocket", "WebSocketProtocol13", ["is_closing", "_write_frame", "write_message"]),

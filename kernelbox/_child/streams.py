@@ -14,15 +14,21 @@ of the gateway's event-loop turns. Here:
   callback as before; it stops as soon as the callback is removed or the stream closed (a
   callback may do either), and the stock bookkeeping then schedules the rest. ``flush()``
   still gets one message per call, as it expects (it is only a loop of such calls).
+- **event checks on plain ints**: the stock handler reads ``socket.EVENTS`` and masks it with
+  ``zmq.POLLIN``, an ``enum.IntFlag``: 14 µs per check here, against 5 µs for
+  ``socket.get(zmq.EVENTS)`` masked with an int, and a ``1+1`` makes about ten such checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import zmq
+from tornado.log import gen_log
 from zmq.eventloop.zmqstream import ZMQStream
+
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 
 # Messages one readiness event may read before other sockets get a turn.
 RECEIVE_BATCH = 32
@@ -95,6 +101,37 @@ class LeanStream(ZMQStream):
     def _discarded(self, msg: list[bytes]) -> None:
         """One message dropped unread by `discard_pending` (subclasses may record it)."""
 
+    def _handle_events(self, fd: Any, events: Any) -> None:
+        socket = self.socket
+        if not socket:
+            return super()._handle_events(fd, events)  # logs it
+        try:
+            zmq_events = _events(socket)
+        except zmq.ZMQError:
+            return super()._handle_events(fd, events)  # the stock checks and logs
+        try:
+            if zmq_events & _POLLIN and self._recv_callback is not None:
+                self._handle_recv()
+                if not self.socket:
+                    return None
+            if zmq_events & _POLLOUT and self.sending():
+                self._handle_send()
+                if not self.socket:
+                    return None
+            self._rebuild_io_state()
+        except Exception:
+            gen_log.error("Uncaught exception in zmqstream callback", exc_info=True)
+            raise
+        return None
+
+    def _update_handler(self, state: int) -> None:
+        socket = self.socket
+        if socket is None:
+            return
+        if int(state) & _events(socket):
+            # Events the edge-triggered descriptor will not signal again: handle them next turn.
+            self.io_loop.add_callback(lambda: self._handle_events(self.socket, 0))
+
     def _handle_recv(self) -> None:
         # The first message is read even without a callback (and dropped), as stock
         # ZMQStream does: flush() relies on it to empty the socket.
@@ -112,3 +149,8 @@ class LeanStream(ZMQStream):
         callback = self._recv_callback
         if callback is not None:
             self._run_callback(callback, msg)
+
+
+def _events(socket: zmq.Socket[Any]) -> int:
+    """``ZMQ_EVENTS`` of `socket` as a plain int (``socket.EVENTS`` is a slow ``IntFlag``)."""
+    return cast(int, socket.get(zmq.EVENTS))
