@@ -32,6 +32,7 @@ OP_TIMEOUT_SECONDS: dict[str, float] = {
     "pool_ready": 300.0,
     "close_pool": 120.0,
     "stream": 900.0,
+    "cut_stream": 900.0,
     "figure": 120.0,
     "concurrent": 900.0,
     "rss": 180.0,
@@ -45,10 +46,11 @@ WORKLOADS: tuple[str, ...] = (
     "cold_connect",
     "figure",
     "stream",
+    "cut_stream",
     "concurrent",
     "warm_connect",
 )
-SESSION_WORKLOADS: tuple[str, ...] = ("rss", "roundtrip", "cold_connect", "figure", "stream")
+SESSION_WORKLOADS: tuple[str, ...] = ("rss", "roundtrip", "cold_connect", "figure", "stream", "cut_stream")
 # After this many consecutive failures of one workload, a system skips its remaining reps.
 MAX_CONSECUTIVE_FAILURES = 2
 
@@ -64,6 +66,8 @@ class Config:
     warm_runs: int = 20
     pool_size: int = 2
     stream_runs: int = 5
+    cut_lines: int = 10_000
+    cut_runs: int = 3
     lines: int = 100_000
     figure_runs: int = 10
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
@@ -83,6 +87,8 @@ class Config:
             warm_runs=2,
             pool_size=1,
             stream_runs=1,
+            cut_lines=1_000,
+            cut_runs=1,
             lines=1000,
             figure_runs=1,
             concurrency=[1, 2],
@@ -233,6 +239,10 @@ class Suite:
                 await self.interleave(
                     "stream", "stream", config.stream_runs, opened, lines=config.lines
                 )
+            if self.wants("cut_stream"):
+                await self.interleave(
+                    "cut_stream", "cut_stream", config.cut_runs, opened, lines=config.cut_lines
+                )
         finally:
             for name in opened:
                 await self._run_one("session_close", name, "close_session")
@@ -318,6 +328,7 @@ TIMED_FIELDS: dict[str, tuple[str, ...]] = {
     "cold_connect": ("seconds", "to_first_result_seconds"),
     "warm_connect": ("seconds", "to_first_result_seconds"),
     "stream": ("seconds", "first_chunk_seconds"),
+    "cut_stream": ("seconds",),
     "figure": ("seconds",),
     "concurrent": ("wall_seconds", "throughput_per_second", "kernel_start_seconds"),
     "rss": (
@@ -355,6 +366,12 @@ def summarise_samples(workload: str, samples: Samples) -> dict[str, Any]:
             }
         for r in results:
             r.pop("latencies", None)  # summarised above; the raw list would swamp the JSON
+    if kind == "cut_stream" and results:
+        summary["lines"] = results[0]["lines"]
+        summary["cuts"] = min(r["cuts"] for r in results)
+        summary["lost"] = sum(r["lost"] for r in results)
+        summary["repeated"] = sum(r["repeated"] for r in results)
+        summary["in_order"] = all(r["in_order"] for r in results)
     if kind == "stream":
         summary["complete"] = all(r["complete"] for r in results) if results else None
         summary["lines_received_min"] = min((r["lines_received"] for r in results), default=None)

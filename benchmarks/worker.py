@@ -48,6 +48,17 @@ def stream_code(lines: int) -> str:
     return f"for _i in range({lines}):\n    print(_i)\n"
 
 
+def paced_stream_code(lines: int) -> str:
+    """Prints 0..lines-1, flushing each, pausing 20 ms every 500 lines (a cut lands mid-stream)."""
+    return (
+        "import time\n"
+        f"for _i in range({lines}):\n"
+        "    print(_i, flush=True)\n"
+        "    if _i % 500 == 0:\n"
+        "        time.sleep(0.02)\n"
+    )
+
+
 def expected_stream_lines(lines: int) -> list[str]:
     return [str(i) for i in range(lines)]
 
@@ -174,6 +185,34 @@ class Worker:
             "lines_expected": lines,
             "lines_received": len(received),
             "complete": received == expected_stream_lines(lines),
+        }
+
+    async def cut_stream(self, lines: int) -> dict[str, Any]:
+        """Stream `lines` paced lines on a new kernel, cutting its WebSocket twice mid-stream.
+
+        Counts the lines lost and repeated, and whether they arrived in order.
+        """
+        cut_after = (lines // 50, lines * 3 // 20)  # 200 and 1,500 of 10,000
+        started = time.perf_counter()
+        text, cuts = await asyncio.wait_for(
+            self.system.stream_with_cuts(
+                self.session_gateway, self.images_dir(), paced_stream_code(lines), cut_after
+            ),
+            DEFAULT_TIMEOUT_SECONDS * 5,
+        )
+        seconds = time.perf_counter() - started
+        numbers = [int(word) for word in text.split()]
+        seen = set(numbers)
+        lost = sum(1 for i in range(lines) if i not in seen)
+        in_order = numbers == list(range(lines))
+        return {
+            "seconds": seconds,
+            "lines": lines,
+            "cuts": cuts,
+            "lost": lost,
+            "repeated": len(numbers) - len(seen),
+            "in_order": in_order,
+            "ok": in_order and cuts == len(cut_after),
         }
 
     async def figure(self) -> dict[str, Any]:
@@ -378,6 +417,7 @@ COMMANDS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "pool_ready",
         "close_pool",
         "stream",
+        "cut_stream",
         "figure",
         "concurrent",
         "rss",

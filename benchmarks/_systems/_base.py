@@ -78,6 +78,18 @@ class System(abc.ABC):
     ) -> Outcome:
         """Execute `code`; call `on_chunk` for each text chunk as it arrives (streaming)."""
 
+    async def stream_with_cuts(
+        self, gateway: Any, images_dir: Path, code: str, cut_after_lines: tuple[int, ...]
+    ) -> tuple[str, int]:
+        """Run `code` on a new kernel whose WebSocket is cut after each count of lines received.
+
+        Returns the text received and how many cuts were made.
+
+        Raises:
+            UnsupportedWorkload: If the suite cannot cut this system's connection.
+        """
+        raise UnsupportedWorkload(f"{self.name}: the suite has no way to cut its kernel connection")
+
     def gateway_pid(self, gateway: Any) -> int | None:
         """The pid at the root of the gateway's process tree; None when there is no gateway."""
         return None

@@ -127,6 +127,27 @@ class Kernelbox(System):
         await client.connect()
         return client
 
+    async def stream_with_cuts(
+        self, gateway: KernelGateway, images_dir: Path, code: str, cut_after_lines: tuple[int, ...]
+    ) -> tuple[str, int]:
+        """`code` through a loopback proxy whose connections are cut after each count of lines."""
+        from benchmarks._proxy import cuttable_proxy
+
+        received: list[str] = []
+        lines = cuts = 0
+        async with cuttable_proxy(gateway.port) as proxy:
+            async with KernelClient(host="127.0.0.1", port=proxy.port, token=gateway.token,
+                                    images_dir=images_dir) as client:
+                async with aclosing(client.stream(code)) as items:
+                    async for item in items:
+                        if not isinstance(item, str):
+                            continue
+                        received.append(item)
+                        lines += item.count("\n")
+                        if cuts < len(cut_after_lines) and lines >= cut_after_lines[cuts]:
+                            cuts += proxy.cut() > 0
+        return "".join(received), cuts
+
     async def close_kernel(self, kernel: KernelClient) -> None:
         await kernel.disconnect()
 
