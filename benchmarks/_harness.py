@@ -180,6 +180,9 @@ class Suite:
         samples.errors.append(str(exc))
         samples.consecutive_failures += 1
         logger.warning("%s: %s failed: %s", workload, system, exc)
+        worker = self.workers.get(system)
+        if worker is not None and not exc.fatal:  # the worker's stderr: e.g. the gateway's log tail
+            logger.warning("%s worker log, last lines:\n  %s", system, worker.log_tail(60, "\n  "))
         if exc.fatal:
             self.workers.pop(system, None)
             self.systems[system]["reason"] = f"worker lost during {workload}: {exc}"

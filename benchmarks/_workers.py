@@ -147,12 +147,12 @@ class WorkerProcess:
             raise WorkerError(str(reply.get("error")), unsupported=bool(reply.get("unsupported")))
         return dict(reply["result"])
 
-    def log_tail(self, lines: int = 5) -> str:
+    def log_tail(self, lines: int = 5, separator: str = " | ") -> str:
         try:
             tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         except OSError:
             return "no log"
-        return " | ".join(tail) or "empty log"
+        return separator.join(tail) or "empty log"
 
     async def close(self) -> None:
         """Ask the worker to clean up and exit; kill its tree if it does not in time."""

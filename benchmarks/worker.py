@@ -246,6 +246,9 @@ class Worker:
             )
             wall = time.perf_counter() - t1
             cpu_used = cpu_delta(cpu_before, cpu_snapshot(self.system, gateway, opened))
+        except Exception as exc:
+            _report_gateway_log(gateway, f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             await self._close(gateway, *opened)
         latencies = [seconds for run in per_kernel for seconds in run["latencies"]]
@@ -424,6 +427,14 @@ COMMANDS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "cpu",
     )
 }
+
+
+def _report_gateway_log(gateway: Any, error: str, lines: int = 40) -> None:
+    """Write the last `lines` lines of `gateway`'s log (when it keeps one) to stderr, for a failure."""
+    tail = list(getattr(gateway, "log_tail", None) or [])[-lines:]
+    if tail:
+        print(f"worker: {error}; the gateway's last {len(tail)} log lines:", *tail, sep="\n  ",
+              file=sys.stderr, flush=True)
 
 
 async def handle(worker: Worker, request: dict[str, Any]) -> dict[str, Any]:
