@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,13 +188,24 @@ class Suite:
             self.systems[system]["reason"] = f"worker lost during {workload}: {exc}"
 
     async def interleave(
-        self, workload: str, op: str, reps: int, systems: Iterable[str] | None = None, **args: Any
+        self,
+        workload: str,
+        op: str,
+        reps: int,
+        systems: Iterable[str] | None = None,
+        before: Callable[[str, list[str]], Awaitable[None]] | None = None,
+        **args: Any,
     ) -> None:
-        """`reps` rounds; each round runs `op` once per system, in a rotated order."""
+        """`reps` rounds; each round runs `op` once per system, in a rotated order.
+
+        `before(system, systems)`, when given, is awaited before each run of `op` (untimed).
+        """
         names = list(systems if systems is not None else self.live())
         logger.info("Workload %s: %d reps x %s", workload, reps, ", ".join(names) or "no systems")
         for rep in range(reps):
             for name in rotated(names, rep):
+                if before is not None:
+                    await before(name, names)
                 await self._run_one(workload, name, op, **args)
 
     # -- the plan ---------------------------------------------------------------------------
@@ -282,19 +293,20 @@ class Suite:
             elif (unsupported := self._samples("pool", name).unsupported) is not None:
                 self._samples("warm_connect", name).unsupported = unsupported
         try:
-            # Each timed connect starts when every system's pool is full again: a replacement
-            # kernel another system is still starting would otherwise share the CPU with it.
-            logger.info("Workload warm_connect: %d reps x %s", self.config.warm_runs, ", ".join(pooled) or "no systems")
-            for rep in range(self.config.warm_runs):
-                for name in rotated(pooled, rep):
-                    for other in pooled:
-                        if other != name and (worker := self.workers.get(other)) is not None:
-                            with contextlib.suppress(WorkerError):  # its own connects report it
-                                await worker.call("pool_ready", OP_TIMEOUT_SECONDS["pool_ready"])
-                    await self._run_one("warm_connect", name, "warm_connect")
+            await self.interleave(
+                "warm_connect", "warm_connect", self.config.warm_runs, pooled, before=self._other_pools_ready
+            )
         finally:
             for name in pooled:
                 await self._run_one("pool_close", name, "close_pool")
+
+    async def _other_pools_ready(self, system: str, systems: list[str]) -> None:
+        """Wait until every other system's pool is full again: a replacement kernel another
+        system is still starting would otherwise share the CPU with `system`'s timed connect."""
+        for other in systems:
+            if other != system and (worker := self.workers.get(other)) is not None:
+                with contextlib.suppress(WorkerError):  # its own connects report it
+                    await worker.call("pool_ready", OP_TIMEOUT_SECONDS["pool_ready"])
 
     # -- results -----------------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ class Worker:
 
     async def warm_connect(self) -> dict[str, Any]:
         """Take a kernel from the (refilled) pool: connect, then ``1+1``."""
-        await self.system.wait_pool_ready(self.pool_gateway, POOL_READY_TIMEOUT_SECONDS)
+        await self.pool_ready()
         return await self._timed_connect(self.pool_gateway)
 
     async def pool_ready(self) -> dict[str, Any]:

@@ -202,7 +202,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if refill is not None:
             asyncio.get_running_loop().call_soon(refill)  # after the write _forward queued
 
-    def _pool_refill(self, outgoing_msg: list[Any]) -> Any:
+    def _pool_refill(self, outgoing_msg: list[Any]) -> Callable[[], None] | None:
         """The pool's refill, taken, when this shell reply is not ``kernel_info_reply``; else None.
 
         Starting a kernel blocks this loop for the fork and costs a second of CPU for its
@@ -216,7 +216,8 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             msg_type = None
         if msg_type == "kernel_info_reply":
             return None
-        return self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE)
+        refill: Callable[[], None] = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE)
+        return refill
 
     def _forward(self, stream: Any, channel: str | None, outgoing_msg: list[Any]) -> None:
         if self.subprotocol == V1_SUBPROTOCOL or not self._json_passthrough():
