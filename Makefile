@@ -25,10 +25,10 @@ enterprise-gateway:
 demo: $(STAMP) sandbox-prereqs
 	bash scripts/demo.sh
 
-# The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback), then
-# the packaging smoke test. (`make peer-test` runs the peer's own tests; it needs the peer's
-# test files, which its package does not ship: see tests/peer/README.md.)
-test: lint unit-test wheel-smoke
+# The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback), the
+# peer's own tests (ipybox 0.9.2, unmodified; see tests/peer/README.md), then the packaging
+# smoke test.
+test: lint unit-test peer-test wheel-smoke
 
 # ruff (with the flake8-async and blind-except rules) and mypy, strict on kernelbox/.
 lint: $(STAMP)

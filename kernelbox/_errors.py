@@ -7,6 +7,7 @@ httpx-ws, OS errors) are translated into it at one boundary, with the original c
 
 ```
 KernelboxError
+├── InvalidStateError            a call the object's state does not allow (also a RuntimeError)
 ├── GatewayError                 the gateway process
 │   ├── GatewayStartError        did not start, or did not answer in time (has .log_lines)
 │   └── GatewayExitedError       exited while it should have been running (has .returncode)
@@ -19,6 +20,7 @@ KernelboxError
 │   ├── AuthenticationError      the gateway refused the token (HTTP 401/403)
 │   ├── KernelStartError         the kernel could not be created (unknown kernelspec, limit)
 │   ├── KernelDiedError          the kernel process died
+│   ├── KernelStoppedError       the kernel process is stopped (SIGSTOP/SIGTSTP)
 │   ├── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
 │   └── FileTransferError        an upload or download was refused or failed (has .reason)
 └── ExecutionError               user code raised (has .ename, .evalue, .traceback)
@@ -43,8 +45,10 @@ __all__ = [
     "GatewayError",
     "GatewayExitedError",
     "GatewayStartError",
+    "InvalidStateError",
     "KernelDiedError",
     "KernelStartError",
+    "KernelStoppedError",
     "KernelboxError",
     "NotConnectedError",
     "SandboxConfigError",
@@ -55,6 +59,16 @@ __all__ = [
 
 class KernelboxError(Exception):
     """Base class of every error kernelbox raises on purpose."""
+
+
+class InvalidStateError(KernelboxError, RuntimeError):
+    """A call that the object's current state does not allow.
+
+    For example `KernelGateway.start` on a gateway that was started already, `KernelClient.connect`
+    on a connected client, or reading an execution's result before it finished. It is also a
+    `RuntimeError`, which is what such calls raised before and what the API kernelbox keeps
+    compatible with raises.
+    """
 
 
 def _with_log(message: str, log_lines: Sequence[str]) -> str:

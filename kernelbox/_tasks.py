@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 import sniffio
 
+from ._errors import InvalidStateError
+
 
 class BackgroundTask:
     """One task running `fn()` until it returns or `cancel()` is called.
@@ -45,7 +47,7 @@ class BackgroundTask:
 
             trio.lowlevel.spawn_system_task(self._run, name=self._name)
         else:  # pragma: no cover - anyio supports only these two
-            raise RuntimeError(f"unsupported async library {library!r}")
+            raise InvalidStateError(f"unsupported async library {library!r}")
 
     async def _run(self) -> None:
         try:

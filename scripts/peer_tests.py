@@ -5,7 +5,9 @@
 1. Fetches the test files of the peer's release tag (its sdist ships no tests) into
    ``.cache/peer-ipybox-0.9.2/src`` and checks each against a pinned SHA-256; cached files
    that match are reused, so later runs work offline. ``IPYBOX_SOURCE=DIR`` takes them from a
-   checkout of the tag instead of the network.
+   checkout of the tag (or any directory with the same layout) instead of the network; without
+   it, ``../shared/peer/ipybox-0.9.2`` beside the checkout is used when it exists (CI machines
+   have the pinned files there, with the peer's licence).
 2. Makes ``.cache/peer-ipybox-0.9.2/venv`` with the peer's own test dependencies (pytest 8,
    pytest-asyncio 1.x, flaky) on top of this project's virtual environment.
 3. Runs ``tests/integration/test_kernel_mgr.py`` unmodified, with nothing deselected; the
@@ -43,6 +45,8 @@ DOWNLOAD_TIMEOUT_SECONDS = 60
 RUN_TIMEOUT_SECONDS = 1800
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where CI machines keep the pinned test files (the layout IPYBOX_SOURCE accepts).
+SHARED_SOURCE = ROOT.parent / "shared" / "peer" / f"ipybox-{IPYBOX_VERSION}"
 CACHE = Path(os.environ.get("KERNELBOX_CACHE_DIR", ROOT / ".cache")) / f"peer-ipybox-{IPYBOX_VERSION}"
 SHIM = ROOT / "tests" / "peer"
 
@@ -57,7 +61,9 @@ def _sha256(data: bytes) -> str:
 
 def fetch_tests(source_dir: Path) -> None:
     """Put the pinned test files in `source_dir`, from the cache, IPYBOX_SOURCE or the network."""
-    local = os.environ.get("IPYBOX_SOURCE")
+    local = os.environ.get("IPYBOX_SOURCE") or (str(SHARED_SOURCE) if SHARED_SOURCE.is_dir() else None)
+    if local:
+        log(f"taking the test files from {local}")
     for path, digest in FILES.items():
         target = source_dir / path
         if target.is_file() and _sha256(target.read_bytes()) == digest:

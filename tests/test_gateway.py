@@ -17,6 +17,7 @@ from kernelbox import (
     AuthenticationError,
     GatewayConnectionError,
     GatewayStartError,
+    InvalidStateError,
     KernelClient,
     KernelGateway,
     KernelStartError,
@@ -97,7 +98,7 @@ async def test_unknown_kernel_name_lists_the_available_kernelspecs(gateway: Kern
 
 
 async def test_start_twice_is_refused(gateway: KernelGateway) -> None:
-    with pytest.raises(RuntimeError, match="start"):
+    with pytest.raises(InvalidStateError, match="start"):
         await gateway.start()
 
 

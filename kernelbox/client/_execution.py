@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from .._errors import InvalidStateError
 from ._results import ExecutionResult, OutputChunk, ResultBuilder
 
 __all__ = ["Execution", "ExecutionStream", "Reply"]
@@ -177,15 +178,15 @@ class ExecutionStream:
         """The execution's result.
 
         Raises:
-            RuntimeError: the execution has not finished (iterate to the end first).
+            InvalidStateError: the execution has not finished (iterate to the end first).
         """
         if self._result is None:
-            raise RuntimeError("the execution has not finished; iterate over it to the end first")
+            raise InvalidStateError("the execution has not finished; iterate over it to the end first")
         return self._result
 
     def _start(self) -> AsyncIterator[OutputChunk | ExecutionResult]:
         if self._iterator is not None:
-            raise RuntimeError("an execution stream can be iterated only once")
+            raise InvalidStateError("an execution stream can be iterated only once")
         self._iterator = self._run()
         return self._iterator
 
@@ -202,7 +203,7 @@ class ExecutionStream:
 
     async def __aenter__(self) -> ExecutionStream:
         if self._entered or self._iterator is not None:
-            raise RuntimeError("an execution stream can be entered only once")
+            raise InvalidStateError("an execution stream can be entered only once")
         self._entered = True
         return self
 

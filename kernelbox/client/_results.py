@@ -185,7 +185,9 @@ class ExecutionResult:
     Attributes:
         text: all text output in order (stdout, stderr and the ``text/plain`` of results and
             displays, each display on its own line), stripped; None when there was none.
-        images: paths of the images saved to ``images_dir``, in order.
+        images: paths of the images saved to ``images_dir``, in order: a ``list``, as in the
+            API kernelbox keeps compatible (ipybox's ``ExecutionResult(text, images: list[Path])``);
+            the result's other fields cannot be reassigned, and the list is the result's own copy.
         stdout: everything printed to stdout, unstripped.
         stderr: everything printed to stderr, unstripped.
         outputs: every rich output (``execute_result`` / ``display_data``) in order.
@@ -198,7 +200,7 @@ class ExecutionResult:
     """
 
     text: str | None
-    images: tuple[Path, ...] = ()
+    images: list[Path] = field(default_factory=list, hash=False)
     stdout: str = ""
     stderr: str = ""
     outputs: tuple[RichOutput, ...] = ()
@@ -208,7 +210,7 @@ class ExecutionResult:
     output_errors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "images", tuple(self.images))
+        object.__setattr__(self, "images", list(self.images))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "output_errors", tuple(self.output_errors))
 
@@ -443,7 +445,7 @@ class ResultBuilder:
         text = "".join(self._pieces).strip()
         return ExecutionResult(
             text=text or None,
-            images=tuple(self._images),
+            images=list(self._images),
             stdout="".join(self._stdout),
             stderr="".join(self._stderr),
             outputs=tuple(output for output in self._outputs if output is not None),

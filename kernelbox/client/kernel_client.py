@@ -26,6 +26,7 @@ from .._errors import (
     ClientError,
     ExecutionError,
     ExecutionTimeoutError,
+    InvalidStateError,
     KernelDiedError,
     KernelStartError,
     KernelStoppedError,
@@ -255,7 +256,7 @@ class KernelClient:
             kernel_init_timeout: overrides the client's `kernel_init_timeout` for this call.
 
         Raises:
-            RuntimeError: the client is already connected.
+            InvalidStateError: the client is already connected.
             GatewayConnectionError: nothing answered after the retries.
             AuthenticationError: the gateway refused the token.
             KernelStartError: the kernel could not be created (e.g. unknown kernelspec; the
@@ -264,7 +265,7 @@ class KernelClient:
         init_timeout = check_seconds("kernel_init_timeout", kernel_init_timeout, allow_none=True, allow_inf=True)
         async with self._connect_lock:
             if self._kernel_id is not None:
-                raise RuntimeError("the client is already connected; call disconnect() first")
+                raise InvalidStateError("the client is already connected; call disconnect() first")
             api = GatewayAPI(self.base_url, self.token, self.verify)
             self._api = api
             kernel_id: str | None = None

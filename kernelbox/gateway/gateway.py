@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from .._errors import GatewayStartError
+from .._errors import GatewayStartError, InvalidStateError
 from ._cgroups import CgroupLimits, GatewayCgroups
 from ._env import kernel_env
 from ._launch import DirectLauncher, Launch, Launcher, SrtLauncher
@@ -248,10 +248,10 @@ class KernelGateway:
         """The gateway's base URL, e.g. ``"http://127.0.0.1:41231"``.
 
         Raises:
-            RuntimeError: the gateway is not started.
+            InvalidStateError: the gateway is not started.
         """
         if self._socket is None:
-            raise RuntimeError("the gateway is not started; call start() or use 'async with'")
+            raise InvalidStateError("the gateway is not started; call start() or use 'async with'")
         address = self._socket.getsockname()[0]
         if address in _WILDCARD_HOSTS:
             address = "127.0.0.1" if self._socket.family == socket.AF_INET else "::1"
@@ -306,7 +306,7 @@ class KernelGateway:
         May be called from any task; `stop()` need not be called from the same one.
 
         Raises:
-            RuntimeError: the gateway was already started (or stopped: create a new one).
+            InvalidStateError: the gateway was already started (or stopped: create a new one).
             OSError: the listening socket cannot be bound (e.g. the port is in use), or the
                 working directory does not exist.
             SandboxUnavailableError, SandboxConfigError: ``sandbox=True`` cannot run as asked
@@ -316,7 +316,7 @@ class KernelGateway:
                 `memory_limit`/`pids_limit` was asked for and cannot be enforced here.
         """
         if self._state != "new":
-            raise RuntimeError(
+            raise InvalidStateError(
                 f"KernelGateway.start() called on a {self._state} gateway; "
                 "a gateway starts once (create a new KernelGateway to start again)"
             )
@@ -374,13 +374,13 @@ class KernelGateway:
         Cancelling the waiting task cancels only the wait, not the gateway.
 
         Raises:
-            RuntimeError: the gateway was never started.
+            InvalidStateError: the gateway was never started.
             GatewayExitedError: the gateway kept exiting and `restart_limit` consecutive
                 restarts did not help, or a restart could not spawn it (the cause is chained);
                 carries ``returncode`` and ``log_lines``.
         """
         if self._state == "new":
-            raise RuntimeError("the gateway is not started; call start() first")
+            raise InvalidStateError("the gateway is not started; call start() first")
         supervisor = self._supervisor
         if supervisor is not None:
             await supervisor.finished.wait()

@@ -33,7 +33,7 @@ from typing import Self
 
 from pydantic import BaseModel, Field
 
-from .._errors import ExecutionError, ExecutionTimeoutError, KernelboxError
+from .._errors import ExecutionError, ExecutionTimeoutError, InvalidStateError, KernelboxError
 from ..client.kernel_client import KernelClient
 from ..gateway.gateway import KernelGateway
 from .tool import run_code
@@ -129,10 +129,10 @@ class KernelboxCodeExecutor(CodeExecutor, Component[KernelboxCodeExecutorConfig]
         """The kernel client, once started.
 
         Raises:
-            RuntimeError: `start()` was not called.
+            InvalidStateError: `start()` was not called.
         """
         if self._client is None:
-            raise RuntimeError("the executor is not started; call start() or use 'async with'")
+            raise InvalidStateError("the executor is not started; call start() or use 'async with'")
         return self._client
 
     async def start(self) -> None:

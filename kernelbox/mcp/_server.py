@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from pydantic import Field
 
-from .._errors import KernelboxError, KernelDiedError
+from .._errors import InvalidStateError, KernelboxError, KernelDiedError
 from .._net import is_loopback_host
 from .._options import parse_env_assignments
 from ..client._results import ExecutionResult
@@ -125,7 +125,7 @@ class KernelRuntime:
         """
         async with self._lock:
             if self._closed:
-                raise RuntimeError("the MCP server is shutting down")
+                raise InvalidStateError("the MCP server is shutting down")
             if self._client is None:
                 await self._start()
             assert self._client is not None
