@@ -12,35 +12,56 @@ import kernelbox
 from kernelbox import SandboxConfigError, SandboxUnavailableError
 from kernelbox.gateway._cgroups import CgroupLimits, GatewayCgroups
 from kernelbox.gateway.config import GatewayConfig
-from kernelbox.sandbox.srt import host_code_paths, refuse_host_code_in
+from kernelbox.sandbox.srt import host_code_in, host_code_paths
 from kernelbox.sandbox.user import resolve_sandbox_user
 
 CHECKOUT = Path(kernelbox.__file__).resolve().parent.parent
 FAKE_SRT = ["/usr/bin/node", "/opt/npm/node_modules/@anthropic-ai/sandbox-runtime/dist/cli.js"]
 
 
-@pytest.mark.parametrize("directory", ["/", str(CHECKOUT), sys.prefix, str(Path(kernelbox.__file__).parent)])
-def test_a_working_dir_that_holds_host_code_is_refused(directory: str) -> None:
+@pytest.mark.parametrize("directory", [str(CHECKOUT), sys.prefix, str(Path(kernelbox.__file__).parent)])
+def test_a_working_dir_that_is_host_code_is_refused(directory: str) -> None:
     with pytest.raises(SandboxConfigError, match="which this host runs outside the sandbox"):
-        refuse_host_code_in(Path(directory), FAKE_SRT, {"HOME": "/nonexistent-home"})
+        host_code_in(Path(directory), FAKE_SRT, {"HOME": "/nonexistent-home"})
 
 
-def test_a_home_directory_and_srts_node_modules_are_refused(tmp_path: Path) -> None:
+def test_the_root_directory_is_refused() -> None:
+    with pytest.raises(SandboxConfigError, match="root directory"):
+        host_code_in(Path("/"), FAKE_SRT, {"HOME": "/nonexistent-home"})
+
+
+def test_a_home_directory_is_refused_and_srts_node_modules_inside_is_made_read_only(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     with pytest.raises(SandboxConfigError):
-        refuse_host_code_in(home, FAKE_SRT, {"HOME": str(home)})
+        host_code_in(home, FAKE_SRT, {"HOME": str(home)})
     package = tmp_path / "tools" / "node_modules" / "@anthropic-ai" / "sandbox-runtime"
     (package / "dist").mkdir(parents=True)
     (package / "package.json").write_text("{}")
     srt = ["/usr/bin/node", str(package / "dist" / "cli.js")]
     assert tmp_path / "tools" / "node_modules" in host_code_paths(srt, {})
-    with pytest.raises(SandboxConfigError):  # node loads srt's dependencies from there
-        refuse_host_code_in(tmp_path / "tools", srt, {})
+    # node loads srt's dependencies from there: shown read-only inside, not refused
+    protected = host_code_in(tmp_path / "tools", srt, {})
+    assert tmp_path / "tools" / "node_modules" in protected
+
+
+def test_a_project_holding_its_virtual_environment_gets_it_read_only() -> None:
+    venv = Path(sys.prefix)
+    project = venv.parent
+    if project in host_code_paths(FAKE_SRT, {"HOME": "/nonexistent-home"}):
+        pytest.skip(f"{project} is itself on sys.path here (an editable install)")
+    protected = host_code_in(project, FAKE_SRT, {"HOME": "/nonexistent-home"})
+    assert Path(os.path.realpath(venv)) in protected
+
+
+def test_host_code_inside_that_does_not_exist_yet_is_refused(tmp_path: Path) -> None:
+    node = tmp_path / "bin" / "node"  # the node that runs srt, as root, outside the sandbox
+    with pytest.raises(SandboxConfigError, match="does not exist yet"):
+        host_code_in(tmp_path, [str(node), FAKE_SRT[1]], {"HOME": "/nonexistent-home"})
 
 
 def test_a_fresh_directory_is_accepted(tmp_path: Path) -> None:
-    refuse_host_code_in(tmp_path, FAKE_SRT, {"HOME": "/nonexistent-home"})
+    assert host_code_in(tmp_path, FAKE_SRT, {"HOME": "/nonexistent-home"}) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root only")

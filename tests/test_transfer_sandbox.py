@@ -37,7 +37,7 @@ async def test_transfer_round_trip_and_refusals_inside_the_sandbox(tmp_path: Pat
                 assert outside.value.reason == "outside"
                 # Allowed by kernelbox, refused by the sandbox: a clear error, not a hang.
                 with pytest.raises(FileTransferError, match="Read-only file system|Permission denied") as denied:
-                    await kc.upload(b"x", "/etc/kernelbox-test", allow_outside=True)
+                    await kc.upload(b"x", "/usr/kernelbox-test", allow_outside=True)
                 assert denied.value.reason == "os_error"
 
 

@@ -75,10 +75,14 @@ class SrtLauncher:
         config: str | os.PathLike[str] | Mapping[str, Any] | None,
         srt_path: str | os.PathLike[str] | None,
         sandbox_user: str | None = None,
+        read_paths: Sequence[Path] = (),
+        write_paths: Sequence[Path] = (),
     ) -> None:
         self.config = config
         self.srt_path = srt_path
         self.sandbox_user = sandbox_user
+        self.read_paths = tuple(read_paths)
+        self.write_paths = tuple(write_paths)
 
     def prepare(
         self, command: Sequence[str], *, env: Mapping[str, str], working_dir: Path, state_dir: Path
@@ -99,5 +103,7 @@ class SrtLauncher:
             state_dir=state_dir,
             env=env,
             user=user,
+            read_paths=self.read_paths,
+            write_paths=self.write_paths,
         )
         return Launch(argv=launch.argv, env=launch.env, protect_from_oom=user is not None)

@@ -34,6 +34,24 @@ def _check_optional_bool(name: str, value: object) -> bool | None:
     return value
 
 
+def _check_paths(name: str, value: object, *, sandbox: bool, directories: bool) -> tuple[Path, ...]:
+    if isinstance(value, (str, os.PathLike)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of paths, not {type(value).__name__}")
+    if value and not sandbox:
+        raise ValueError(f"{name} applies to a sandboxed gateway only (sandbox=True)")
+    result: list[Path] = []
+    for entry in value:
+        if not isinstance(entry, (str, os.PathLike)):
+            raise TypeError(f"{name} entries must be paths, not {type(entry).__name__}")
+        path = Path(entry).resolve()
+        if directories and not path.is_dir():
+            raise ValueError(f"{name}: {path} is not an existing directory")
+        if not directories and not path.exists():
+            raise ValueError(f"{name}: {path} does not exist")
+        result.append(path)
+    return tuple(result)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """The options of one gateway; see `KernelGateway` for what each does.
@@ -70,6 +88,8 @@ class GatewayConfig:
     sandbox_user: str | None = None
     memory_limit: int | None = None
     pids_limit: int | None = None
+    read_paths: tuple[Path, ...] = ()
+    write_paths: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -127,6 +147,8 @@ class GatewayConfig:
                 raise ValueError(f"sandbox_user must be a user name or None, not {self.sandbox_user!r}")
             if not self.sandbox:
                 raise ValueError("sandbox_user applies to a sandboxed gateway only (sandbox=True)")
+        put("read_paths", _check_paths("read_paths", self.read_paths, sandbox=self.sandbox, directories=False))
+        put("write_paths", _check_paths("write_paths", self.write_paths, sandbox=self.sandbox, directories=True))
         check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
         check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
         check_int("restart_limit", self.restart_limit, minimum=0)

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -122,6 +122,13 @@ class KernelGateway:
             sandbox runs as; None: ``$KERNELBOX_SANDBOX_USER`` or ``"kernelbox-sandbox"``. The
             sandbox never runs as root (`kernelbox.sandbox.user`). The user must exist and be
             able to write `working_dir` and run this Python; `start()` refuses otherwise.
+        read_paths: with ``sandbox=True``, more host paths the kernels may read. On Linux a
+            sandboxed kernel sees only its working directory, the gateway's state directory,
+            the OS and Python runtimes it runs (`kernelbox.sandbox.view`) and these; every other
+            host directory is empty inside. Each must exist.
+        write_paths: with ``sandbox=True``, more host directories the kernels may read and
+            write (shared by every kernel of the gateway). Host code inside them (a ``.venv``)
+            is shown read-only, as in the working directory. Each must be a directory.
         restart_limit: consecutive restarts tried when the gateway process exits unexpectedly
             (0: never restart). The listening socket is kept, so clients keep the URL and
             connections made meanwhile wait in its backlog. Kernels do not survive a restart.
@@ -167,6 +174,8 @@ class KernelGateway:
         memory_limit: int | None = None,
         pids_limit: int | None = None,
         sandbox_user: str | None = None,
+        read_paths: Sequence[str | os.PathLike[str]] = (),
+        write_paths: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         if on_restart is not None and not callable(on_restart):
             raise TypeError(f"on_restart must be callable or None, not {type(on_restart).__name__}")
@@ -184,10 +193,14 @@ class KernelGateway:
             pool_size=pool_size, kernel_memory_limit=kernel_memory_limit,
             restart_limit=restart_limit, stable_uptime=stable_uptime,
             memory_limit=memory_limit, pids_limit=pids_limit, sandbox_user=sandbox_user,
+            read_paths=tuple(map(Path, read_paths)), write_paths=tuple(map(Path, write_paths)),
         )
         self._on_restart = on_restart
         self._launcher: Launcher = (
-            SrtLauncher(sandbox_config, srt_path, self.config.sandbox_user)
+            SrtLauncher(
+                sandbox_config, srt_path, self.config.sandbox_user,
+                read_paths=self.config.read_paths, write_paths=self.config.write_paths,
+            )
             if self.config.sandbox
             else DirectLauncher()
         )

@@ -329,8 +329,13 @@ class SandboxLayout:
         home_dirs: the real home directories that ``~`` in a path expands to (each of them).
         runtime_dirs: what the gateway needs to run (Python installation, kernelbox, srt):
             always readable, and read-only when inside a writable path.
-        read_only_dirs: directories inside `state_dir` that the supervisor writes and kernels
-            must not (the kernelspec): read-only inside.
+        read_only_dirs: paths inside writable ones that kernels must not write: the
+            kernelspec (the supervisor writes it), and host code inside the working directory
+            (a project's ``.venv``): read-only inside.
+        view: when not empty (Linux), the sandbox shows only these paths read-only, plus the
+            writable ones: ``denyRead: ["/"]`` with these in ``allowRead``
+            (`kernelbox.sandbox.view`). Empty: the host stays readable apart from the denies.
+        write_paths: more directories writable inside (the caller's ``write_paths``).
     """
 
     working_dir: Path
@@ -339,6 +344,8 @@ class SandboxLayout:
     home_dirs: tuple[Path, ...]
     runtime_dirs: tuple[Path, ...] = ()
     read_only_dirs: tuple[Path, ...] = ()
+    view: tuple[Path, ...] = ()
+    write_paths: tuple[Path, ...] = ()
 
 
 def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> dict[str, Any]:
@@ -346,9 +353,12 @@ def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> di
 
     - ``~`` is expanded against every real home directory, and relative paths are made
       absolute against the working directory (srt would use its own ``HOME`` and cwd).
-    - The working and state directories are added to ``allowWrite`` and ``allowRead``.
-    - The runtime directories are added to ``allowRead``; those (and the settings file) that
-      fall inside a writable path are added to ``denyWrite``.
+    - The working and state directories (and `SandboxLayout.write_paths`) are added to
+      ``allowWrite`` and ``allowRead``.
+    - With a `SandboxLayout.view`, ``"/"`` is added to ``denyRead`` and the view's paths to
+      ``allowRead``: the sandbox shows only those (`kernelbox.sandbox.view`).
+    - The runtime directories are added to ``allowRead``; those (and the settings file and
+      `SandboxLayout.read_only_dirs`) that fall inside a writable path are added to ``denyWrite``.
     - The required srt keys are filled in with empty lists. Nothing else changes: in particular
       ``allowAllUnixSockets`` is never set.
 
@@ -367,10 +377,12 @@ def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> di
     for key in _PATH_LIST_KEYS:
         entries = filesystem.get(key, [])
         filesystem[key] = _absolute_entries(entries, layout.home_dirs, layout.working_dir)
-    writable = [str(layout.working_dir), str(layout.state_dir)]
+    writable = [str(layout.working_dir), str(layout.state_dir), *map(str, layout.write_paths)]
     filesystem["allowWrite"] = _unique(filesystem["allowWrite"] + writable)
-    readable = writable + [str(path) for path in layout.runtime_dirs]
+    readable = writable + [str(path) for path in (*layout.runtime_dirs, *layout.view)]
     filesystem["allowRead"] = _unique(filesystem["allowRead"] + readable)
+    if layout.view:
+        filesystem["denyRead"] = _unique(["/", *filesystem["denyRead"]])
     roots = [Path(_entry_path(entry)) for entry in filesystem["allowWrite"]]
     protected = [layout.settings_path, *layout.read_only_dirs, *layout.runtime_dirs]
     read_only = [str(path) for path in protected if any(_is_within(path, r) for r in roots)]

@@ -22,6 +22,7 @@ from ._locate import find_srt, srt_package_root
 from .prerequisites import check_sandbox_prerequisites
 from .settings import SandboxLayout, effective_settings, load_sandbox_settings
 from .user import SandboxUser, check_sandbox_user, drop_privileges_argv, hand_over_state_dir
+from .view import view_read_paths
 
 __all__ = [
     "KERNELSPEC_DIR_NAME",
@@ -30,7 +31,7 @@ __all__ = [
     "allow_local_binding",
     "host_code_paths",
     "prepare_sandbox",
-    "refuse_host_code_in",
+    "host_code_in",
     "sandbox_env",
 ]
 
@@ -113,25 +114,49 @@ def host_code_paths(srt: Sequence[str], env: Mapping[str, str]) -> list[Path]:
     return resolved
 
 
-def refuse_host_code_in(working_dir: Path, srt: Sequence[str], env: Mapping[str, str]) -> None:
-    """Refuse a working directory that is, or contains, something the host executes.
+def host_code_in(working_dir: Path, srt: Sequence[str], env: Mapping[str, str]) -> list[Path]:
+    """The host code inside the working directory, to be made read-only inside the sandbox.
 
-    Kernels can write anything in their working directory, including files that do not exist
-    yet (``usercustomize.py``, a new ``*.pth``, a module that shadows another), so protecting
-    single files is not enough: the whole directory must hold no host code.
+    A project directory often holds its own virtual environment (``~/proj/.venv``): that is
+    protected by showing it read-only inside, as srt does for ``.git/hooks``. Kernels can
+    still create new files anywhere else in the working directory, so what cannot be protected
+    that way is refused: a working directory that *is* host code (a ``sys.path`` entry, where
+    a new ``usercustomize.py`` or ``*.pth`` would run in every later Python), or a host path
+    inside it that does not exist yet (it could be created).
+
+    Returns:
+        The existing host paths strictly inside `working_dir`, resolved (empty for a
+        dedicated directory).
 
     Raises:
         SandboxConfigError: naming the host path and the fix.
     """
     working_dir = Path(os.path.realpath(working_dir))
+    if working_dir == Path(working_dir.anchor):
+        raise SandboxConfigError(
+            f"the working directory {working_dir} is the root directory, which holds everything "
+            f"this host runs; use a dedicated directory for the kernels' files"
+        )
+    inside: list[Path] = []
     for path in host_code_paths(srt, env):
-        if path == working_dir or path.is_relative_to(working_dir):
+        if working_dir == path:
             raise SandboxConfigError(
-                f"the working directory {working_dir} contains {path}, which this host runs "
+                f"the working directory {working_dir} is {path}, which this host runs "
                 f"outside the sandbox (kernel code could plant code there, e.g. a "
-                f"sitecustomize.py or a module of srt's); use a dedicated directory for the "
-                f"kernels' files, e.g. {working_dir / 'workspace'} or a new directory elsewhere"
+                f"sitecustomize.py); use a dedicated directory for the kernels' files"
             )
+        if path.is_relative_to(working_dir):
+            inside.append(path)
+    protected = [path for path in inside if os.path.lexists(path)]
+    for path in inside:
+        if not any(path.is_relative_to(root) for root in protected):
+            raise SandboxConfigError(
+                f"the working directory {working_dir} would hold {path}, which this host runs "
+                f"outside the sandbox, but it does not exist yet, so it cannot be shown "
+                f"read-only (kernel code could create it); create it first, or use a "
+                f"dedicated directory for the kernels' files"
+            )
+    return protected
 
 
 # -- putting it together --------------------------------------------------------------------
@@ -162,6 +187,8 @@ def prepare_sandbox(
     state_dir: Path,
     env: Mapping[str, str],
     user: SandboxUser | None = None,
+    read_paths: Sequence[Path] = (),
+    write_paths: Sequence[Path] = (),
 ) -> SandboxLaunch:
     """Validate the settings, check the machine, write the effective settings, build the launch.
 
@@ -181,6 +208,9 @@ def prepare_sandbox(
         env: the environment the command would get unsandboxed (see `sandbox_env`).
         user: run srt as this user (`kernelbox.sandbox.user`; a root supervisor must pass
             one), or None to run it as this process's uid.
+        read_paths: more host paths shown read-only inside (Linux: nothing else outside the
+            view of `kernelbox.sandbox.view` is shown).
+        write_paths: more host directories writable inside (shared by all kernels).
 
     Returns:
         The argv, environment and settings path to spawn with.
@@ -198,18 +228,24 @@ def prepare_sandbox(
     check_sandbox_prerequisites(srt)
     working_dir = Path(working_dir).resolve()
     state_dir = Path(state_dir).resolve()
-    refuse_host_code_in(working_dir, srt, env)
+    write_paths = [Path(path).resolve() for path in write_paths]
+    read_only_host_code = [
+        path for directory in (working_dir, *write_paths) for path in host_code_in(directory, srt, env)
+    ]
     if user is not None:
         check_sandbox_user(user, working_dir=working_dir, srt=srt)
     for subdir in [*STATE_SUBDIRS, KERNELSPEC_DIR_NAME]:
         (state_dir / subdir).mkdir(parents=True, exist_ok=True)
+    runtime = runtime_dirs(srt)
     layout = SandboxLayout(
         working_dir=working_dir,
         state_dir=state_dir,
         settings_path=state_dir / SETTINGS_FILE_NAME,
         home_dirs=real_home_dirs(env),
-        runtime_dirs=runtime_dirs(srt),
-        read_only_dirs=(state_dir / KERNELSPEC_DIR_NAME,),
+        runtime_dirs=runtime,
+        read_only_dirs=(state_dir / KERNELSPEC_DIR_NAME, *read_only_host_code),
+        view=tuple(view_read_paths([*runtime, *read_paths])) if sys.platform.startswith("linux") else (),
+        write_paths=tuple(write_paths),
     )
     effective = effective_settings(settings, layout)
     if sys.platform.startswith("linux"):
