@@ -14,7 +14,7 @@ log() { printf 'test-isolation-unprivileged: %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
     log "already unprivileged: running the tests as $(id -un)"
-    exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py "$@"
+    exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_isolation_view.py "$@"
 fi
 if ! id -u "$TESTER" >/dev/null 2>&1; then
     log "useradd --system --no-create-home --shell /usr/sbin/nologin $TESTER"
@@ -34,4 +34,4 @@ for target in "$PWD" "$(readlink -f "$PYTHON")" "$(readlink -f .tools/srt)"; do
     done
 done
 exec runuser -u "$TESTER" -- env -i PATH="$PATH" HOME=/tmp CI="${CI:-}" PYTHONDONTWRITEBYTECODE=1 \
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py "$@"
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_isolation_view.py "$@"

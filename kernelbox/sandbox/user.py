@@ -21,6 +21,7 @@ means "unmapped".
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ __all__ = [
     "resolve_sandbox_user",
 ]
 
+_logger = logging.getLogger("kernelbox.sandbox")
 DEFAULT_SANDBOX_USER = "kernelbox-sandbox"
 SANDBOX_USER_ENV_VAR = "KERNELBOX_SANDBOX_USER"
 _CHECK_TIMEOUT_SECONDS = 30.0
@@ -138,13 +140,17 @@ def check_sandbox_user(user: SandboxUser, *, working_dir: Path, srt: Sequence[st
             import kernelbox and ipykernel with it.
     """
     prefix = drop_privileges_argv(user)
-    if _run([*prefix, "test", "-w", str(working_dir), "-a", "-x", str(working_dir)]).returncode != 0:
+    if not _can_write(user, working_dir):
+        _grant_working_dir(user, working_dir)
+    if not _can_write(user, working_dir):
         owner = _owner(working_dir)
         raise SandboxConfigError(
             f"the working directory {working_dir} is not writable for the sandbox user "
-            f"{user.name!r} (uid {user.uid}; the directory's owner is {owner}); kernels run as "
-            f"that user: chown {user.name} {working_dir} (and let it traverse the parents), or "
-            f"choose a working directory it owns"
+            f"{user.name!r} (uid {user.uid}; the directory's owner is {owner}), and granting it "
+            f"access with an ACL entry did not work (is setfacl installed, Debian package acl, "
+            f"and does the file system support ACLs?); kernels run as that user: chown "
+            f"{user.name} {working_dir} (and let it traverse the parents), or choose a working "
+            f"directory it owns"
         )
     for path in srt:
         if _run([*prefix, "test", "-r", path]).returncode != 0:
@@ -171,6 +177,41 @@ def check_sandbox_user(user: SandboxUser, *, working_dir: Path, srt: Sequence[st
             f"kernelbox: {detail[-1] if detail else f'exit status {completed.returncode}'}; {hint}"
         )
     _interpreters_checked.add(key)
+
+
+def _can_write(user: SandboxUser, directory: Path) -> bool:
+    argv = [*drop_privileges_argv(user), "test", "-w", str(directory), "-a", "-x", str(directory)]
+    return _run(argv).returncode == 0
+
+
+def _grant_working_dir(user: SandboxUser, working_dir: Path) -> None:
+    """Let `user` use a working directory it cannot write (as root: e.g. a root-owned project).
+
+    Adds ACL entries, never changing owners or modes: ``u:USER:rwx`` on the directory and the
+    same as its default ACL (files and directories the kernels create inherit it, and the
+    supervisor, root, keeps full access to them), and ``u:USER:x`` (traverse only) on each
+    closed parent. Logged once per directory. Files that existed before keep their modes:
+    kernels can read what is world-readable and write only what they create.
+    """
+    if os.geteuid() != 0 or shutil.which("setfacl") is None:
+        return
+    changes = [(parent, "x") for parent in _closed_parents(user, working_dir)]
+    changes.append((working_dir, "rwx"))
+    for directory, permissions in changes:
+        argv = ["setfacl", "-m", f"u:{user.name}:{permissions}"]
+        if directory == working_dir:
+            argv[-1] += f",d:u:{user.name}:rwx"
+        if _run([*argv, str(directory)]).returncode == 0:
+            _logger.info(
+                "Granted the sandbox user %s %s on %s with an ACL entry (%s)",
+                user.name, "read, write and traverse" if permissions == "rwx" else "traverse",
+                directory, " ".join([*argv, str(directory)]),
+            )
+
+
+def _closed_parents(user: SandboxUser, path: Path) -> list[Path]:
+    prefix = drop_privileges_argv(user)
+    return [parent for parent in reversed(path.parents) if _run([*prefix, "test", "-x", str(parent)]).returncode != 0]
 
 
 def hand_over_state_dir(user: SandboxUser, state_dir: Path, writable: Iterable[str], readable_files: Iterable[Path]) -> None:
