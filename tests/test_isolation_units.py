@@ -101,3 +101,32 @@ def test_the_cgroup_wrapper_joins_every_group_before_the_command() -> None:
     argv = groups.wrap(["srt", "--", "x"])
     assert argv[:2] == ["/bin/sh", "-c"] and argv[3:] == ["sh", "/sys/fs/cgroup/pids/kb", "--", "srt", "--", "x"]
     assert "|| exit 125" in argv[2]
+
+
+def test_view_and_tenant_options_need_a_sandbox_and_existing_paths(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sandboxed gateway only"):
+        GatewayConfig(isolate_kernels=True)
+    with pytest.raises(ValueError, match="sandboxed gateway only"):
+        GatewayConfig(read_paths=(tmp_path,))
+    with pytest.raises(ValueError, match="does not exist"):
+        GatewayConfig(sandbox=True, read_paths=(tmp_path / "missing",))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not an existing directory"):
+        GatewayConfig(sandbox=True, write_paths=(tmp_path / "file",))
+    with pytest.raises(TypeError):
+        GatewayConfig(sandbox=True, read_paths=str(tmp_path))  # type: ignore[arg-type]
+    config = GatewayConfig(sandbox=True, read_paths=(tmp_path / "file",), write_paths=(tmp_path,), isolate_kernels=True)
+    assert config.read_paths == ((tmp_path / "file").resolve(),)
+    assert config.gateway_app_options()["isolate_kernels"] is True
+
+
+def test_the_view_names_the_os_and_python_runtime_and_nothing_of_home() -> None:
+    from kernelbox.sandbox.view import view_read_paths
+
+    view = view_read_paths()
+    assert Path("/usr") in view
+    assert Path(sys.prefix) in view or Path(os.path.realpath(sys.prefix)) in view
+    assert Path(kernelbox.__file__).resolve().parent in view
+    for hidden in ("/home", "/root", "/tmp", "/var", "/opt", "/srv", "/etc", "/"):
+        assert Path(hidden) not in view
+    assert not any(path == Path.home() for path in view)

@@ -250,3 +250,68 @@ async def test_read_paths_and_write_paths_extend_the_view(work: Path) -> None:
     assert reads[str(canaries[0])]["read"] == CANARY_TEXT
     assert reads[str(canaries[1])]["read"] is None
     assert "refused" in text, text
+
+
+async def _two_kernels_read_each_other(work: Path, **gateway_kwargs: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], str]:
+    """Two kernels of one gateway plant tenant files; each then reads the other's and its own."""
+    async with kernel(work, sandbox=True, **gateway_kwargs) as (gw, a):
+        with anyio.fail_after(START_TIMEOUT_SECONDS):
+            async with KernelClient(host=gw.host, port=gw.port, token=gw.token) as b:
+                await plant_tenant_files(a, "kernelA" + uuid.uuid4().hex[:8])
+                paths_b = await plant_tenant_files(b, "kernelB" + uuid.uuid4().hex[:8])
+                a_reads_b = await read_from_kernel(a, [Path(p) for p in paths_b.values()])
+                b_reads_b = await read_from_kernel(b, [Path(p) for p in paths_b.values()])
+                imported = await run(a, f"""
+                    import importlib
+                    try:
+                        importlib.import_module({Path(paths_b["package"]).stem!r})
+                        print("IMPORTED")
+                    except ImportError as exc:
+                        print("NOT IMPORTED", type(exc).__name__)
+                """)
+    return a_reads_b, b_reads_b, imported
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_isolated_kernels_of_one_gateway_cannot_read_each_other(work: Path) -> None:
+    a_reads_b, b_reads_b, imported = await _two_kernels_read_each_other(work, isolate_kernels=True)
+    assert all(entry["read"] is not None for entry in b_reads_b.values()), b_reads_b  # its own: yes
+    for entry in a_reads_b.values():
+        assert entry["read"] is None, entry
+    assert "NOT IMPORTED" in imported, imported
+    assert len([child for child in work.iterdir() if child.is_dir()]) == 2  # one directory each
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_kernels_share_their_files_without_isolate_kernels(work: Path) -> None:
+    """The positive control: the same reads succeed between kernels of one ordinary gateway."""
+    a_reads_b, _b_reads_b, imported = await _two_kernels_read_each_other(work)
+    for entry in a_reads_b.values():
+        assert entry["read"] is not None, entry
+    assert "IMPORTED" in imported and "NOT IMPORTED" not in imported, imported
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_an_isolated_kernel_writes_only_its_own_directories(work: Path) -> None:
+    (work / "shared.txt").write_text("gateway's")
+    os.chmod(work / "shared.txt", 0o666)
+    async with kernel(work, sandbox=True, isolate_kernels=True) as (_gw, kc):
+        text = await run(kc, f"""
+            import os, tempfile
+            for path in ({str(work / "shared.txt")!r}, {str(work / "planted.txt")!r}, "/tmp/planted.txt"):
+                try:
+                    with open(path, "a") as file:
+                        file.write("x")
+                    print("WROTE", path)
+                except OSError as exc:
+                    print("REFUSED", path, exc.strerror)
+            with tempfile.NamedTemporaryFile(dir=None) as own:   # TMPDIR is the kernel's own
+                print("OWN TMP", own.name)
+            open("here.txt", "w").write("mine")
+            print("CWD", os.getcwd())
+        """)
+    assert "WROTE" not in text, text
+    assert text.count("REFUSED") == 3, text
+    cwd = Path(next(line for line in text.splitlines() if line.startswith("CWD")).split(" ", 1)[1])
+    assert cwd.parent == work and (cwd / "here.txt").read_text() == "mine"
+    assert (work / "shared.txt").read_text() == "gateway's"

@@ -18,6 +18,10 @@ model; as root inside the sandbox, CAP_SYS_PTRACE over the namespace overrides a
   window is open to a kernel polling ``/proc`` (the sibling's ``/proc/<pid>/mem`` opened in the
   window keeps working afterwards).
 
+- `restrict_filesystem`: a second Landlock layer with path rules: an allow-list of what this
+  process and its children may read, write and execute. Used for kernels that are tenants of
+  their own (``isolate_kernels``): each sees only its own directories among the gateway's.
+
 Syscall numbers are the generic ones shared by x86-64 and arm64 for Landlock (444-446), and
 per architecture for keyctl.
 """
@@ -28,6 +32,7 @@ import ctypes
 import errno
 import os
 import platform
+from collections.abc import Sequence
 
 __all__ = [
     "LandlockUnavailableError",
@@ -35,6 +40,7 @@ __all__ = [
     "join_new_session_keyring",
     "make_undumpable",
     "raise_oom_score",
+    "restrict_filesystem",
 ]
 
 _PR_SET_DUMPABLE = 4
@@ -42,7 +48,25 @@ _PR_SET_NO_NEW_PRIVS = 38
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
 _SYS_LANDLOCK_CREATE_RULESET = 444
+_SYS_LANDLOCK_ADD_RULE = 445
 _SYS_LANDLOCK_RESTRICT_SELF = 446
+_LANDLOCK_RULE_PATH_BENEATH = 1
+# landlock(7): the filesystem rights, and the ABI version that introduced each.
+_FS_EXECUTE = 1 << 0
+_FS_WRITE_FILE = 1 << 1
+_FS_READ_FILE = 1 << 2
+_FS_READ_DIR = 1 << 3
+_FS_TRUNCATE = 1 << 14  # ABI 3
+_FS_IOCTL_DEV = 1 << 15  # ABI 5
+_FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
+_FS_ALL_RIGHTS = (1 << 16) - 1  # ABI 5 and later (REFER is 1 << 13, from ABI 2)
+_FS_READ_ONLY = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
+# Device files: read and write them (/dev/null, /dev/tty, /dev/urandom), list /dev, truncate
+# (O_TRUNC on /dev/null) and ioctl (terminals); never create or remove device nodes.
+_FS_DEVICES = _FS_READ_ONLY | _FS_WRITE_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
+# Landlock needs ABI 2 for rename and link across directories (REFER): with ABI 1 a ruleset
+# that handles the filesystem refuses every such rename, which breaks pip and many tools.
+MIN_FILESYSTEM_ABI = 2
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 _LANDLOCK_ACCESS_FS_MAKE_BLOCK = 1 << 11
 _LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
@@ -52,6 +76,12 @@ _OOM_SCORE_ADJ_MAX = 1000
 
 class LandlockUnavailableError(OSError):
     """The running Linux kernel has no usable Landlock (disabled, or older than 5.13)."""
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    # struct landlock_path_beneath_attr: __u64 allowed_access; __s32 parent_fd; (packed)
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -157,6 +187,77 @@ def enter_own_landlock_domain() -> int:
     finally:
         os.close(ruleset)
     return abi
+
+
+def restrict_filesystem(
+    *, read_only: Sequence[str], read_write: Sequence[str], devices: Sequence[str] = ("/dev",),
+) -> int:
+    """Allow this process and its future children only these paths (a Landlock layer).
+
+    Every filesystem right Landlock knows (ABI ≥ 2) is handled; each path gets: `read_only`
+    read, list and execute; `read_write` everything (create, write, remove, rename, link,
+    truncate, ioctl on devices); `devices` read and write existing files (device nodes), list,
+    truncate and ioctl, never create. A path that does not exist is skipped. What no rule
+    covers cannot be opened at all (``EACCES``); ``stat`` and path lookup stay possible, as
+    Landlock does not control them. It stacks on any earlier domain and cannot be undone.
+
+    Args:
+        read_only: absolute paths, e.g. ``["/usr", "/etc/ssl", "/proc"]``.
+        read_write: absolute directories, e.g. the kernel's own working directory.
+        devices: absolute directories holding device files.
+
+    Returns:
+        The Landlock ABI version used.
+
+    Raises:
+        LandlockUnavailableError: Landlock is missing or older than ABI 2.
+        OSError: a syscall failed.
+    """
+    abi = landlock_abi()
+    if abi < MIN_FILESYSTEM_ABI:
+        raise LandlockUnavailableError(
+            f"Landlock ABI {abi} cannot restrict a kernel's files (ABI {MIN_FILESYSTEM_ABI}, "
+            f"Linux 5.19, is needed)"
+        )
+    handled = _FS_RIGHTS_BY_ABI.get(abi, _FS_ALL_RIGHTS)
+    libc = _libc()
+    attr = _RulesetAttr(handled_access_fs=handled)
+    ruleset = _check(
+        libc.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
+                     ctypes.c_size_t(8), ctypes.c_uint32(0)),
+        "landlock_create_ruleset",
+    )
+    try:
+        for paths, rights in ((read_only, _FS_READ_ONLY), (devices, _FS_DEVICES), (read_write, _FS_ALL_RIGHTS)):
+            for path in paths:
+                _add_path_rule(libc, ruleset, path, rights & handled)
+        _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _check(
+            libc.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+            "landlock_restrict_self",
+        )
+    finally:
+        os.close(ruleset)
+    return abi
+
+
+def _add_path_rule(libc: ctypes.CDLL, ruleset: int, path: str, rights: int) -> None:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        if not os.path.isdir(path):
+            # Rules on files may only carry file rights (landlock(7)).
+            rights &= _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
+        rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
+        _check(
+            libc.syscall(ctypes.c_long(_SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset),
+                         ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)),
+            f"landlock_add_rule({path})",
+        )
+    finally:
+        os.close(fd)
 
 
 def raise_oom_score() -> None:

@@ -159,6 +159,8 @@ def prelaunch_kernel(environ: dict[str, str] | None = None) -> PrelaunchedKernel
     argv_template = list(spec["argv"])
     if spec.get("env") or spec.get("metadata", {}).get("kernel_provisioner"):
         raise ValueError(f"the kernelspec {spec_file} sets env or a kernel provisioner")
+    if "--tenant" in argv_template:
+        raise ValueError("kernels that are tenants of their own (isolate_kernels) are named by their id at launch")
     if not os.path.isabs(argv_template[0]):
         raise ValueError(f"the kernelspec {spec_file} does not name its interpreter by absolute path")
     kernel_id = str(uuid.uuid4())

@@ -195,6 +195,9 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
             name: value.decode("ascii") if isinstance(value, bytes) else value
             for name, value in self.get_connection_info().items()
         }
+        # For kernels that are tenants of their own (`kernel_launcher --tenant`): their
+        # directories are named by it. The launcher removes it before ipykernel sees the info.
+        info["kernel_id"] = self.kernel_id
         read_end = connection_info_pipe(info)
         try:
             await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdin": read_end})

@@ -16,7 +16,15 @@ The ``python3`` kernelspec of every kernelbox gateway runs
 3. ``--connection-info-stdin``: the ports, HMAC key and CurveZMQ keys arrive as one JSON line on
    standard input (a pipe from `PrivateConnectionKernelManager`); no connection file is read
    or written, so no other process can find them on disk.
-4. ``PIP_TARGET`` (where ``%pip install`` puts packages in the sandbox) goes on ``sys.path``
+4. ``--tenant VIEW_FILE`` (gateways with ``isolate_kernels``): the kernel becomes a tenant of
+   its own. With the kernel id the gateway adds to the connection info, it creates and enters
+   ``<working_root>/<id>``, points ``HOME``, ``TMPDIR``, ``IPYTHONDIR``, ``MPLCONFIGDIR``,
+   ``JUPYTER_RUNTIME_DIR`` and ``PIP_TARGET`` into ``<state_root>/<id>``, and enters a second
+   Landlock layer (`kernelbox._child._hardening.restrict_filesystem`) that lets it and its
+   children read only the view file's ``read_only`` paths and write only those two
+   directories and ``read_write``. The view file lies in the kernelspec directory, which
+   kernels cannot write. A restarted kernel (same id) gets the same directories back.
+5. ``PIP_TARGET`` (where ``%pip install`` puts packages in the sandbox) goes on ``sys.path``
    here, and on ``PYTHONPATH`` for the kernel's own child processes, but never in the
    gateway's environment.
 """
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 from typing import Any, cast
@@ -34,7 +43,20 @@ from kernelbox._child._hardening import (
     enter_own_landlock_domain,
     make_undumpable,
     raise_oom_score,
+    restrict_filesystem,
 )
+
+# Jupyter's kernel ids are UUIDs; anything else must never become a path component.
+_KERNEL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Per-kernel state subdirectories and the variables pointing at them.
+_TENANT_STATE = {
+    "home": ("HOME",),
+    "tmp": ("TMPDIR",),
+    "ipython": ("IPYTHONDIR",),
+    "matplotlib": ("MPLCONFIGDIR",),
+    "runtime": ("JUPYTER_RUNTIME_DIR",),
+    "site-packages": ("PIP_TARGET",),
+}
 
 
 def _harden() -> None:
@@ -66,6 +88,33 @@ def _add_pip_target() -> None:
     os.environ["PYTHONPATH"] = target if not previous else os.pathsep.join([target, previous])
 
 
+def _enter_tenant(view_file: str, kernel_id: str | None) -> None:
+    """Create and enter this kernel's own directories, then restrict it to them (Landlock)."""
+    if kernel_id is None or not _KERNEL_ID.fullmatch(kernel_id):
+        sys.exit(f"kernelbox kernel launcher: --tenant needs the kernel's id, got {kernel_id!r}")
+    with open(view_file, encoding="utf-8") as file:
+        view = json.load(file)
+    working_dir = os.path.join(view["working_root"], kernel_id)
+    state_dir = os.path.join(view["state_root"], kernel_id)
+    os.makedirs(working_dir, mode=0o700, exist_ok=True)
+    for name, variables in _TENANT_STATE.items():
+        path = os.path.join(state_dir, name)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        for variable in variables:
+            os.environ[variable] = path
+    os.chdir(working_dir)
+    try:
+        restrict_filesystem(
+            read_only=view["read_only"],
+            # /dev/shm (POSIX semaphores and shared memory of multiprocessing) is shared
+            # between the gateway's kernels; the README's threat model says so.
+            read_write=[working_dir, state_dir, "/dev/shm", *view["read_write"]],
+            devices=["/dev"],
+        )
+    except LandlockUnavailableError as exc:
+        sys.exit(f"kernelbox kernel launcher: this kernel cannot be isolated: {exc}")
+
+
 def _read_connection_info() -> dict[str, Any]:
     line = sys.stdin.buffer.readline()
     if not line:
@@ -81,10 +130,18 @@ def main(argv: list[str] | None = None) -> None:
         limit = int(args[1])
         del args[:2]
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    tenant_view: str | None = None
+    if args[:1] == ["--tenant"]:
+        tenant_view = args[1]
+        del args[:2]
     info: dict[str, Any] | None = None
+    kernel_id: str | None = None
     if args[:1] == ["--connection-info-stdin"]:
         del args[:1]
         info = _read_connection_info()
+        kernel_id = info.pop("kernel_id", None)
+    if tenant_view is not None:
+        _enter_tenant(tenant_view, kernel_id)
     # As ipykernel_launcher: the working directory must not shadow installed modules.
     if sys.path and sys.path[0] in ("", "."):
         del sys.path[0]

@@ -10,9 +10,54 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KERNEL_OPTIONS", "create_state_dir", "remove_state_dir", "write_kernelspec"]
+__all__ = [
+    "KERNEL_OPTIONS",
+    "TENANT_KERNEL_INTERFACES",
+    "TENANT_STATE_DIR_NAME",
+    "TENANT_VIEW_FILE_NAME",
+    "TenantView",
+    "create_state_dir",
+    "remove_state_dir",
+    "write_kernelspec",
+]
+
+# Where an isolated kernel's HOME, temporary directory and %pip target go: one directory per
+# kernel id under the state directory's ``kernels``.
+TENANT_STATE_DIR_NAME = "kernels"
+# Written beside the kernelspec (read-only inside the sandbox), read by the kernel launcher.
+TENANT_VIEW_FILE_NAME = "tenant-view.json"
+# The kernel interfaces an isolated kernel reads besides the view: its own /proc (the
+# sandbox's PID namespace) and /sys (CPU topology for numpy and OpenBLAS; read-only).
+TENANT_KERNEL_INTERFACES = (Path("/proc"), Path("/sys"))
+
+
+@dataclass(frozen=True)
+class TenantView:
+    """What every kernel of an ``isolate_kernels`` gateway is given (see the kernel launcher).
+
+    Attributes:
+        working_root: each kernel works in ``working_root/<kernel id>``.
+        state_root: each kernel's HOME, TMPDIR, IPYTHONDIR, MPLCONFIGDIR and PIP_TARGET are in
+            ``state_root/<kernel id>``.
+        read_only: paths every kernel may read (and execute from).
+        read_write: directories every kernel may also write (shared between them).
+    """
+
+    working_root: Path
+    state_root: Path
+    read_only: tuple[Path, ...]
+    read_write: tuple[Path, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "working_root": str(self.working_root),
+            "state_root": str(self.state_root),
+            "read_only": [str(path) for path in self.read_only],
+            "read_write": [str(path) for path in self.read_write],
+        }, indent=1)
 
 
 def create_state_dir() -> Path:
@@ -39,7 +84,7 @@ def remove_state_dir(state_dir: Path) -> None:
 KERNEL_OPTIONS = ("--HistoryManager.enabled=False",)
 
 
-def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
+def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantView | None = None) -> Path:
     """Write the ``python3`` kernelspec this gateway's kernels use; return its Jupyter data dir.
 
     Directories on ``JUPYTER_PATH`` come first in kernelspec lookup, so it replaces
@@ -55,6 +100,8 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
     Args:
         state_dir: the gateway's state directory.
         memory_limit: bytes each kernel may allocate (``RLIMIT_DATA``), or None.
+        tenants: make each kernel a tenant of its own (``--tenant``, see
+            `kernelbox._child.kernel_launcher`), or None.
     """
     data_dir = state_dir / "jupyter"
     spec_dir = data_dir / "kernels" / "python3"
@@ -62,6 +109,10 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None) -> Path:
     argv = [sys.executable, "-P", "-m", "kernelbox._child.kernel_launcher"]
     if memory_limit is not None:
         argv += ["--memory-limit", str(memory_limit)]
+    if tenants is not None:
+        view_file = spec_dir / TENANT_VIEW_FILE_NAME
+        view_file.write_text(tenants.to_json(), encoding="utf-8")
+        argv += ["--tenant", str(view_file)]
     spec = {
         "argv": [*argv, "--connection-info-stdin", "-f", "{connection_file}", *KERNEL_OPTIONS],
         "display_name": "Python 3 (ipykernel)",

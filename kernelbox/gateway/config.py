@@ -90,6 +90,7 @@ class GatewayConfig:
     pids_limit: int | None = None
     read_paths: tuple[Path, ...] = ()
     write_paths: tuple[Path, ...] = ()
+    isolate_kernels: bool = False
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -149,6 +150,10 @@ class GatewayConfig:
                 raise ValueError("sandbox_user applies to a sandboxed gateway only (sandbox=True)")
         put("read_paths", _check_paths("read_paths", self.read_paths, sandbox=self.sandbox, directories=False))
         put("write_paths", _check_paths("write_paths", self.write_paths, sandbox=self.sandbox, directories=True))
+        if not isinstance(self.isolate_kernels, bool):
+            raise TypeError(f"isolate_kernels must be True or False, not {self.isolate_kernels!r}")
+        if self.isolate_kernels and not self.sandbox:
+            raise ValueError("isolate_kernels applies to a sandboxed gateway only (sandbox=True)")
         check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
         check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
         check_int("restart_limit", self.restart_limit, minimum=0)
@@ -176,4 +181,5 @@ class GatewayConfig:
             "cull_connected": self.cull_connected,
             "cull_busy": self.cull_busy,
             "pool_size": self.pool_size,
+            "isolate_kernels": self.isolate_kernels,
         }

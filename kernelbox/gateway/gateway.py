@@ -25,11 +25,18 @@ from typing import Any
 
 import anyio
 
-from .._errors import GatewayStartError, InvalidStateError
+from .._errors import GatewayStartError, InvalidStateError, SandboxUnavailableError
 from ._cgroups import CgroupLimits, GatewayCgroups
 from ._env import kernel_env
 from ._launch import DirectLauncher, Launch, Launcher, SrtLauncher
-from ._state import create_state_dir, remove_state_dir, write_kernelspec
+from ._state import (
+    TENANT_KERNEL_INTERFACES,
+    TENANT_STATE_DIR_NAME,
+    TenantView,
+    create_state_dir,
+    remove_state_dir,
+    write_kernelspec,
+)
 from ._supervisor import LOG_TAIL_LINES, GatewayRestart, State, Supervisor
 from .config import DEFAULT_STARTUP_TIMEOUT_SECONDS, GatewayConfig
 
@@ -129,6 +136,14 @@ class KernelGateway:
         write_paths: with ``sandbox=True``, more host directories the kernels may read and
             write (shared by every kernel of the gateway). Host code inside them (a ``.venv``)
             is shown read-only, as in the working directory. Each must be a directory.
+        isolate_kernels: with ``sandbox=True`` on Linux, make every kernel a tenant of its own:
+            it works in ``working_dir/<kernel id>`` and has its own ``HOME``, temporary
+            directory and ``%pip`` target, and a Landlock rule set lets it read only the
+            sandbox's view and write only those directories, so two kernels of the gateway
+            cannot read or change each other's files or packages. Needs Landlock ABI 2
+            (Linux 5.19); `start()` raises `SandboxUnavailableError` otherwise. Off by default:
+            kernels share the working directory, as in a notebook server. There is then no
+            pre-launched first kernel (each kernel's directory is named by its id at launch).
         restart_limit: consecutive restarts tried when the gateway process exits unexpectedly
             (0: never restart). The listening socket is kept, so clients keep the URL and
             connections made meanwhile wait in its backlog. Kernels do not survive a restart.
@@ -176,6 +191,7 @@ class KernelGateway:
         sandbox_user: str | None = None,
         read_paths: Sequence[str | os.PathLike[str]] = (),
         write_paths: Sequence[str | os.PathLike[str]] = (),
+        isolate_kernels: bool = False,
     ) -> None:
         if on_restart is not None and not callable(on_restart):
             raise TypeError(f"on_restart must be callable or None, not {type(on_restart).__name__}")
@@ -194,6 +210,7 @@ class KernelGateway:
             restart_limit=restart_limit, stable_uptime=stable_uptime,
             memory_limit=memory_limit, pids_limit=pids_limit, sandbox_user=sandbox_user,
             read_paths=tuple(map(Path, read_paths)), write_paths=tuple(map(Path, write_paths)),
+            isolate_kernels=isolate_kernels,
         )
         self._on_restart = on_restart
         self._launcher: Launcher = (
@@ -373,13 +390,38 @@ class KernelGateway:
         env["JUPYTER_RUNTIME_DIR"] = str(self._state_dir / "runtime")
         env["KG_AUTH_TOKEN"] = self.token
         # Rewritten for every (re)start, so a changed file never outlives a restart.
-        env["JUPYTER_PATH"] = str(write_kernelspec(self._state_dir, self.config.kernel_memory_limit))
+        env["JUPYTER_PATH"] = str(
+            write_kernelspec(self._state_dir, self.config.kernel_memory_limit, tenants=self._tenant_view())
+        )
         command = [*_GATEWAY_MODULE, json.dumps(self.config.gateway_app_options())]
         launch = self._launcher.prepare(
             command, env=env, working_dir=self.config.resolved_working_dir, state_dir=self._state_dir
         )
         # Outermost: joining the cgroups needs root, so before any privilege drop.
         return Launch(self._cgroups.wrap(launch.argv), launch.env, launch.protect_from_oom)
+
+    def _tenant_view(self) -> TenantView | None:
+        """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise)."""
+        if not self.config.isolate_kernels:
+            return None
+        from .._child._hardening import MIN_FILESYSTEM_ABI, landlock_abi
+        from ..sandbox.view import view_read_paths
+
+        if sys.platform.startswith("linux") and landlock_abi() < MIN_FILESYSTEM_ABI:
+            raise SandboxUnavailableError(
+                f"isolate_kernels needs Landlock ABI {MIN_FILESYSTEM_ABI} (Linux 5.19 or later, "
+                f"with Landlock enabled: lsm= on the kernel command line), and this kernel has "
+                f"ABI {landlock_abi()}; run without isolate_kernels, or one gateway per tenant"
+            )
+        if not sys.platform.startswith("linux"):
+            raise SandboxUnavailableError("isolate_kernels needs Linux (Landlock)")
+        assert self._state_dir is not None
+        return TenantView(
+            working_root=self.config.resolved_working_dir,
+            state_root=self._state_dir / TENANT_STATE_DIR_NAME,
+            read_only=(*view_read_paths(self.config.read_paths), *TENANT_KERNEL_INTERFACES),
+            read_write=self.config.write_paths,
+        )
 
     async def join(self) -> None:
         """Wait until the gateway is stopped for good: by `stop()`, or by a failure.

@@ -53,6 +53,8 @@ STATE_SUBDIRS: dict[str, tuple[str, ...]] = {
     # site; so pip installs here (PIP_TARGET), and the kernel launcher puts it on the kernels'
     # sys.path (never on the gateway's: it runs with -I).
     "site-packages": ("PIP_TARGET",),
+    # isolate_kernels: one directory per kernel (its HOME, TMPDIR, PIP_TARGET, ...).
+    "kernels": (),
 }
 
 
