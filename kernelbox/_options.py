@@ -35,6 +35,11 @@ def add_gateway_arguments(parser: argparse.ArgumentParser, *, default_log_level:
                         help="memory of the gateway's whole process tree, via a cgroup (needs root)")
     parser.add_argument("--pids-limit", type=int, metavar="N",
                         help="processes and threads of the gateway's whole tree, via a cgroup (needs root)")
+    parser.add_argument("--read-path", action="append", default=[], metavar="PATH", dest="read_paths",
+                        help="with --sandbox: a host path the kernels may also read (repeatable); "
+                             "they see nothing else outside their runtime and directories")
+    parser.add_argument("--write-path", action="append", default=[], metavar="DIR", dest="write_paths",
+                        help="with --sandbox: a host directory the kernels may also write (repeatable)")
     parser.add_argument("--working-dir", metavar="DIR", help="the kernels' working directory")
     parser.add_argument("--log-level", default=default_log_level,
                         help=f"gateway log level (default {default_log_level})")

@@ -58,6 +58,9 @@ def _gateway_from_args(
         sandbox_user=args.sandbox_user,
         memory_limit=args.memory_limit,
         pids_limit=args.pids_limit,
+        read_paths=args.read_paths,
+        write_paths=args.write_paths,
+        isolate_kernels=getattr(args, "isolate_kernels", False),
     )
 
 
@@ -71,6 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="localhost", help="interface to listen on (default localhost)")
     serve.add_argument("--port", type=int, default=8888, help="TCP port; 0 picks a free one (default 8888)")
     serve.add_argument("--json", action="store_true", help="print the URL and token as one JSON line")
+    serve.add_argument("--isolate-kernels", action="store_true",
+                       help="with --sandbox: each kernel its own working directory, HOME and "
+                            "%%pip target, unreadable to the others (Landlock)")
     serve.add_argument("--pool-size", type=int, default=0, metavar="N",
                        help="kernels kept started and ready ahead of demand (default 0)")
     serve.add_argument("--max-kernels", type=int, metavar="N", help="refuse more kernels than N")

@@ -91,7 +91,7 @@ class McpOptions:
         connection_file: use the gateway of a running ``kernelbox serve --connection-file``
             instead of starting one.
         log_level: the gateway's log level.
-        sandbox_user, memory_limit, pids_limit: as for `KernelGateway`.
+        sandbox_user, memory_limit, pids_limit, read_paths, write_paths: as for `KernelGateway`.
     """
 
     sandbox: bool = False
@@ -105,6 +105,8 @@ class McpOptions:
     sandbox_user: str | None = None
     memory_limit: int | None = None
     pids_limit: int | None = None
+    read_paths: tuple[Path, ...] = ()
+    write_paths: tuple[Path, ...] = ()
 
 
 class KernelRuntime:
@@ -151,7 +153,8 @@ class KernelRuntime:
                     host="127.0.0.1", port=0, sandbox=options.sandbox, sandbox_config=options.sandbox_config,
                     log_level=options.log_level, env=options.env, working_dir=options.working_dir,
                     sandbox_user=options.sandbox_user, memory_limit=options.memory_limit,
-                    pids_limit=options.pids_limit,
+                    pids_limit=options.pids_limit, read_paths=options.read_paths,
+                    write_paths=options.write_paths,
                 )
                 await gateway.start()
                 self._gateway = gateway
@@ -477,6 +480,8 @@ def _options_from_args(args: argparse.Namespace) -> McpOptions:
         sandbox_user=args.sandbox_user,
         memory_limit=args.memory_limit,
         pids_limit=args.pids_limit,
+        read_paths=tuple(Path(path) for path in args.read_paths),
+        write_paths=tuple(Path(path) for path in args.write_paths),
     )
 
 
