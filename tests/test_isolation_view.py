@@ -115,9 +115,9 @@ async def kernel(work: Path, **gateway_kwargs: Any) -> AsyncIterator[tuple[Kerne
             await gw.stop()
 
 
-async def run(kc: KernelClient, code: str) -> str:
-    with anyio.fail_after(EXECUTE_TIMEOUT_SECONDS + 15):
-        result = await kc.execute(textwrap.dedent(code), timeout=EXECUTE_TIMEOUT_SECONDS)
+async def run(kc: KernelClient, code: str, timeout: float = EXECUTE_TIMEOUT_SECONDS) -> str:
+    with anyio.fail_after(timeout + 15):
+        result = await kc.execute(textwrap.dedent(code), timeout=timeout)
     return result.text or ""
 
 
@@ -315,3 +315,77 @@ async def test_an_isolated_kernel_writes_only_its_own_directories(work: Path) ->
     cwd = Path(next(line for line in text.splitlines() if line.startswith("CWD")).split(" ", 1)[1])
     assert cwd.parent == work and (cwd / "here.txt").read_text() == "mine"
     assert (work / "shared.txt").read_text() == "gateway's"
+
+
+BOUNDS_CODE = """
+import errno, os, time
+def fill(directory, chunk=16 * 1024 * 1024, limit=1280 * 1024 ** 2):
+    written = 0
+    path = os.path.join(directory, "fill-%d" % os.getpid())
+    try:
+        with open(path, "wb") as file:
+            while written < limit:
+                file.write(b"\\0" * chunk)
+                file.flush()
+                written += chunk
+        return written, None
+    except OSError as exc:
+        return written, exc.errno
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+for directory in ("/dev/shm", "/var"):
+    written, error = fill(directory)
+    print("FILL", directory, written, error)
+children = []
+error = None
+try:
+    while len(children) < 6000:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        children.append(pid)
+except OSError as exc:
+    error = exc.errno
+for pid in children:
+    os.kill(pid, 9)
+for pid in children:
+    os.waitpid(pid, 0)
+print("FORKS", len(children), error)
+"""
+
+
+def _bounds(text: str) -> tuple[dict[str, tuple[int, int | None]], tuple[int, int | None]]:
+    fills: dict[str, tuple[int, int | None]] = {}
+    forks = (0, None)
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["FILL"]:
+            fills[parts[1]] = (int(parts[2]), None if parts[3] == "None" else int(parts[3]))
+        elif parts[:1] == ["FORKS"]:
+            forks = (int(parts[1]), None if parts[2] == "None" else int(parts[2]))
+    return fills, forks
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_a_sandboxed_gateway_is_bounded_by_default(work: Path) -> None:
+    """2,000 children in 0.8 s and a private 12 GiB /dev/shm were possible with no option set."""
+    async with kernel(work, sandbox=True) as (_gw, kc):
+        text = await run(kc, BOUNDS_CODE, timeout=180)
+    fills, (forks, fork_error) = _bounds(text)
+    gib = 1024**3
+    # The attack ran until the bound stopped it, and the bound is the documented one.
+    assert fills["/dev/shm"][1] == 28 and 0.9 * gib <= fills["/dev/shm"][0] <= gib, text  # ENOSPC
+    assert fills["/var"][1] == 28 and fills["/var"][0] <= 64 * 1024 * 1024, text  # hidden dirs
+    assert fork_error == 11 and 3000 <= forks <= 4096, text  # EAGAIN
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_SECONDS)
+async def test_the_default_bounds_can_be_lifted(work: Path) -> None:
+    """The positive control: the same code, with the bounds lifted, goes past them."""
+    async with kernel(work, sandbox=True, pids_limit=None, shm_size=None) as (_gw, kc):
+        text = await run(kc, BOUNDS_CODE.replace("6000", "4300"), timeout=180)
+    fills, (forks, fork_error) = _bounds(text)
+    assert fills["/dev/shm"][0] == 1280 * 1024**2 and fills["/dev/shm"][1] is None, text
+    assert forks == 4300 and fork_error is None, text

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CgroupLimits", "GatewayCgroups", "cgroup_support", "protect_from_oom_killer"]
+__all__ = ["CgroupLimits", "GatewayCgroups", "cgroup_support", "nproc_limited", "protect_from_oom_killer"]
 
 logger = logging.getLogger("kernelbox.gateway")
 
@@ -213,6 +213,32 @@ class GatewayCgroups:
             except OSError as exc:
                 logger.warning("Could not remove the gateway's cgroup %s: %s", path, exc.strerror)
         self.paths = []
+
+
+def nproc_limited(argv: list[str], limit: int, uid: int | None) -> list[str]:
+    """`argv` run under ``RLIMIT_NPROC``: at most `limit` more tasks than `uid` runs now.
+
+    The fallback for a sandboxed gateway's default process bound where no pids cgroup can be
+    made. ``RLIMIT_NPROC`` counts every task (thread) of the real user id, and a user namespace
+    keeps the limit its creator had for the whole user (user_namespaces(7), ucounts since
+    Linux 5.14); so the limit is the user's current task count plus `limit`. Uses
+    ``prlimit`` (util-linux); blocking (reads ``/proc``): call it off the event loop.
+
+    Args:
+        argv: the command.
+        limit: tasks the command's tree may add, e.g. 4096.
+        uid: the real user id the command runs as; None for this process's.
+    """
+    import psutil
+
+    owner = os.getuid() if uid is None else uid
+    running = 0
+    for process in psutil.process_iter(["uids", "num_threads"]):
+        uids, threads = process.info["uids"], process.info["num_threads"]
+        if uids is not None and uids.real == owner:
+            running += threads or 1
+    total = running + limit
+    return ["prlimit", f"--nproc={total}:{total}", "--", *argv]
 
 
 def _limit_socket_buffers_v1(path: Path, value: int) -> None:

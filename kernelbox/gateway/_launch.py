@@ -23,11 +23,13 @@ class Launch:
     Attributes:
         protect_from_oom: once up, the spawned process (srt) should get ``oom_score_adj``
             -1000 (see `kernelbox.gateway._cgroups.protect_from_oom_killer`).
+        uid: the user the command runs as, when it is not this process's (the sandbox user).
     """
 
     argv: list[str]
     env: dict[str, str]
     protect_from_oom: bool = False
+    uid: int | None = None
 
 
 class Launcher(Protocol):
@@ -77,12 +79,14 @@ class SrtLauncher:
         sandbox_user: str | None = None,
         read_paths: Sequence[Path] = (),
         write_paths: Sequence[Path] = (),
+        shm_size: int | None = None,
     ) -> None:
         self.config = config
         self.srt_path = srt_path
         self.sandbox_user = sandbox_user
         self.read_paths = tuple(read_paths)
         self.write_paths = tuple(write_paths)
+        self.shm_size = shm_size
 
     def prepare(
         self, command: Sequence[str], *, env: Mapping[str, str], working_dir: Path, state_dir: Path
@@ -105,5 +109,9 @@ class SrtLauncher:
             user=user,
             read_paths=self.read_paths,
             write_paths=self.write_paths,
+            shm_size=self.shm_size,
         )
-        return Launch(argv=launch.argv, env=launch.env, protect_from_oom=user is not None)
+        return Launch(
+            argv=launch.argv, env=launch.env, protect_from_oom=user is not None,
+            uid=user.uid if user is not None else None,
+        )

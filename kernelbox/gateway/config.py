@@ -12,12 +12,20 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._validate import check_int, check_seconds
 from ._env import validate_env
 
-__all__ = ["MIN_GATEWAY_MEMORY_BYTES", "MIN_KERNEL_MEMORY_BYTES", "MIN_PIDS_LIMIT", "GatewayConfig"]
+__all__ = [
+    "DEFAULT_SANDBOX_PIDS_LIMIT",
+    "DEFAULT_SANDBOX_SHM_BYTES",
+    "MIN_GATEWAY_MEMORY_BYTES",
+    "MIN_KERNEL_MEMORY_BYTES",
+    "MIN_PIDS_LIMIT",
+    "MIN_SHM_BYTES",
+    "GatewayConfig",
+]
 
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 60.0
 MIN_KERNEL_MEMORY_BYTES = 256 * 1024 * 1024
@@ -25,6 +33,12 @@ MIN_KERNEL_MEMORY_BYTES = 256 * 1024 * 1024
 MIN_GATEWAY_MEMORY_BYTES = 384 * 1024 * 1024
 # Tasks count threads: srt's node has ~11, the gateway ~10, each kernel ~8 (measured).
 MIN_PIDS_LIMIT = 64
+# A sandboxed gateway's bounds unless the caller says otherwise ("default"; None lifts them):
+# processes and threads of the whole tree (an idle kernel has ~8 tasks, so hundreds of kernels
+# fit), and the sandbox's own /dev/shm.
+DEFAULT_SANDBOX_PIDS_LIMIT = 4096
+DEFAULT_SANDBOX_SHM_BYTES = 1024 * 1024 * 1024
+MIN_SHM_BYTES = 1024 * 1024
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -87,10 +101,14 @@ class GatewayConfig:
     stable_uptime: float = 30.0
     sandbox_user: str | None = None
     memory_limit: int | None = None
-    pids_limit: int | None = None
+    pids_limit: int | None | Literal["default"] = "default"
+    shm_size: int | None | Literal["default"] = "default"
     read_paths: tuple[Path, ...] = ()
     write_paths: tuple[Path, ...] = ()
     isolate_kernels: bool = False
+    # Set from pids_limit="default": the bound is enforced by the best means available (a
+    # cgroup as root, else RLIMIT_NPROC), never refused.
+    pids_limit_is_default: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -155,7 +173,15 @@ class GatewayConfig:
         if self.isolate_kernels and not self.sandbox:
             raise ValueError("isolate_kernels applies to a sandboxed gateway only (sandbox=True)")
         check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
+        if self.pids_limit == "default":
+            put("pids_limit", DEFAULT_SANDBOX_PIDS_LIMIT if self.sandbox else None)
+            put("pids_limit_is_default", self.sandbox)
         check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
+        if self.shm_size == "default":
+            put("shm_size", DEFAULT_SANDBOX_SHM_BYTES if self.sandbox else None)
+        check_int("shm_size", self.shm_size, minimum=MIN_SHM_BYTES, allow_none=True)
+        if self.shm_size is not None and not self.sandbox:
+            raise ValueError("shm_size applies to a sandboxed gateway only (sandbox=True)")
         check_int("restart_limit", self.restart_limit, minimum=0)
         put("stable_uptime", check_seconds("stable_uptime", self.stable_uptime, allow_zero=True))
 
@@ -164,6 +190,18 @@ class GatewayConfig:
         """`working_dir` as the absolute `Path` it was normalised to."""
         assert isinstance(self.working_dir, Path)
         return self.working_dir
+
+    @property
+    def resolved_pids_limit(self) -> int | None:
+        """The process bound in tasks (``"default"`` resolved: 4,096 sandboxed), or None."""
+        assert self.pids_limit != "default"
+        return self.pids_limit
+
+    @property
+    def resolved_shm_size(self) -> int | None:
+        """Bytes of the sandbox's ``/dev/shm`` (``"default"`` resolved: 1 GiB), or None."""
+        assert self.shm_size != "default"
+        return self.shm_size
 
     @property
     def resolved_token(self) -> str:

@@ -21,12 +21,12 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
 from .._errors import GatewayStartError, InvalidStateError, SandboxUnavailableError
-from ._cgroups import CgroupLimits, GatewayCgroups
+from ._cgroups import CgroupLimits, GatewayCgroups, cgroup_support, nproc_limited
 from ._env import kernel_env
 from ._launch import DirectLauncher, Launch, Launcher, SrtLauncher
 from ._state import (
@@ -125,6 +125,13 @@ class KernelGateway:
             root and a memory cgroup controller; `start()` refuses otherwise. None: no limit.
         pids_limit: processes and threads of the whole tree (a cgroup's ``pids.max``); forks
             past it fail with EAGAIN. Needs root and a pids controller. None: no limit.
+            ``"default"``: 4,096 for a sandboxed gateway (none unsandboxed), enforced by a
+            cgroup where one can be made, else by ``RLIMIT_NPROC`` of the sandbox's user (4,096
+            more tasks than that user runs at the start: the limit counts all of its tasks).
+        shm_size: with ``sandbox=True``, bytes of the sandbox's own ``/dev/shm`` (a tmpfs;
+            writes past it fail with ENOSPC). ``"default"``: 1 GiB; None: srt's default (half
+            of the machine's memory). The host directories the view hides are tmpfs mounts of
+            at most 64 MiB each.
         sandbox_user: with ``sandbox=True`` and this process running as root, the user the
             sandbox runs as; None: ``$KERNELBOX_SANDBOX_USER`` or ``"kernelbox-sandbox"``. The
             sandbox never runs as root (`kernelbox.sandbox.user`). The user must exist and be
@@ -187,11 +194,12 @@ class KernelGateway:
         on_restart: Callable[[GatewayRestart], object] | None = None,
         listen_socket: socket.socket | None = None,
         memory_limit: int | None = None,
-        pids_limit: int | None = None,
+        pids_limit: int | None | Literal["default"] = "default",
         sandbox_user: str | None = None,
         read_paths: Sequence[str | os.PathLike[str]] = (),
         write_paths: Sequence[str | os.PathLike[str]] = (),
         isolate_kernels: bool = False,
+        shm_size: int | None | Literal["default"] = "default",
     ) -> None:
         if on_restart is not None and not callable(on_restart):
             raise TypeError(f"on_restart must be callable or None, not {type(on_restart).__name__}")
@@ -210,20 +218,25 @@ class KernelGateway:
             restart_limit=restart_limit, stable_uptime=stable_uptime,
             memory_limit=memory_limit, pids_limit=pids_limit, sandbox_user=sandbox_user,
             read_paths=tuple(map(Path, read_paths)), write_paths=tuple(map(Path, write_paths)),
-            isolate_kernels=isolate_kernels,
+            isolate_kernels=isolate_kernels, shm_size=shm_size,
         )
         self._on_restart = on_restart
         self._launcher: Launcher = (
             SrtLauncher(
                 sandbox_config, srt_path, self.config.sandbox_user,
                 read_paths=self.config.read_paths, write_paths=self.config.write_paths,
+                shm_size=self.config.resolved_shm_size,
             )
             if self.config.sandbox
             else DirectLauncher()
         )
-        self._cgroups = GatewayCgroups(
-            CgroupLimits(memory_bytes=self.config.memory_limit, pids=self.config.pids_limit)
-        )
+        pids_by_cgroup = self.config.resolved_pids_limit
+        # The default bound of a sandboxed gateway is never refused: where no pids cgroup can
+        # be made (a normal user, no controller), RLIMIT_NPROC bounds the sandbox instead.
+        self._nproc_limit: int | None = None
+        if self.config.pids_limit_is_default and cgroup_support()["pids"] is not None:
+            pids_by_cgroup, self._nproc_limit = None, self.config.resolved_pids_limit
+        self._cgroups = GatewayCgroups(CgroupLimits(memory_bytes=self.config.memory_limit, pids=pids_by_cgroup))
         self._socket: socket.socket | None = None
         self._state_dir: Path | None = None
         self._supervisor: Supervisor | None = None
@@ -398,7 +411,10 @@ class KernelGateway:
             command, env=env, working_dir=self.config.resolved_working_dir, state_dir=self._state_dir
         )
         # Outermost: joining the cgroups needs root, so before any privilege drop.
-        return Launch(self._cgroups.wrap(launch.argv), launch.env, launch.protect_from_oom)
+        argv = self._cgroups.wrap(launch.argv)
+        if self._nproc_limit is not None:
+            argv = nproc_limited(argv, self._nproc_limit, launch.uid)
+        return Launch(argv, launch.env, launch.protect_from_oom)
 
     def _tenant_view(self) -> TenantView | None:
         """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import site
 import sys
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 SETTINGS_FILE_NAME = "sandbox-settings.json"
+# The state subdirectory holding the bubblewrap wrapper (`write_bwrap_wrapper`): written by the
+# supervisor, run outside the sandbox at every (re)start, so read-only inside.
+BIN_DIR_NAME = "bin"
+# Each host directory the view hides is an empty tmpfs inside: writable, private, and capped.
+HIDDEN_TMPFS_BYTES = 64 * 1024 * 1024
 # The state subdirectory holding the kernelspec (written by the supervisor): read-only inside,
 # or kernel code could change how the next kernels start (and skip their hardening).
 KERNELSPEC_DIR_NAME = "jupyter"
@@ -191,6 +197,7 @@ def prepare_sandbox(
     user: SandboxUser | None = None,
     read_paths: Sequence[Path] = (),
     write_paths: Sequence[Path] = (),
+    shm_size: int | None = None,
 ) -> SandboxLaunch:
     """Validate the settings, check the machine, write the effective settings, build the launch.
 
@@ -213,6 +220,7 @@ def prepare_sandbox(
         read_paths: more host paths shown read-only inside (Linux: nothing else outside the
             view of `kernelbox.sandbox.view` is shown).
         write_paths: more host directories writable inside (shared by all kernels).
+        shm_size: bytes of the sandbox's own ``/dev/shm`` (Linux), or None for srt's.
 
     Returns:
         The argv, environment and settings path to spawn with.
@@ -236,7 +244,7 @@ def prepare_sandbox(
     ]
     if user is not None:
         check_sandbox_user(user, working_dir=working_dir, srt=srt)
-    for subdir in [*STATE_SUBDIRS, KERNELSPEC_DIR_NAME]:
+    for subdir in [*STATE_SUBDIRS, KERNELSPEC_DIR_NAME, BIN_DIR_NAME]:
         (state_dir / subdir).mkdir(parents=True, exist_ok=True)
     runtime = runtime_dirs(srt)
     layout = SandboxLayout(
@@ -245,13 +253,17 @@ def prepare_sandbox(
         settings_path=state_dir / SETTINGS_FILE_NAME,
         home_dirs=real_home_dirs(env),
         runtime_dirs=runtime,
-        read_only_dirs=(state_dir / KERNELSPEC_DIR_NAME, *read_only_host_code),
+        read_only_dirs=(state_dir / KERNELSPEC_DIR_NAME, state_dir / BIN_DIR_NAME, *read_only_host_code),
         view=tuple(view_read_paths([*runtime, *read_paths])) if sys.platform.startswith("linux") else (),
         write_paths=tuple(write_paths),
     )
     effective = effective_settings(settings, layout)
     if sys.platform.startswith("linux"):
         effective = pin_linux_tools(effective)
+        if "bwrapPath" in effective:
+            effective["bwrapPath"] = str(
+                write_bwrap_wrapper(state_dir / BIN_DIR_NAME, effective["bwrapPath"], shm_bytes=shm_size)
+            )
     elif sys.platform == "darwin":
         effective = allow_local_binding(effective)
     _write_json_atomically(layout.settings_path, effective)
@@ -261,6 +273,58 @@ def prepare_sandbox(
         argv = [*drop_privileges_argv(user), *argv]
     launch_env = sandbox_env(env, state_dir)
     return SandboxLaunch(argv=argv, env=launch_env, settings_path=layout.settings_path)
+
+
+_BWRAP_WRAPPER = """#!/bin/sh
+# Written by kernelbox for one gateway's sandbox. srt has no setting for the size of the tmpfs
+# mounts it asks bubblewrap for, so this adds one: {hidden} bytes for each (the host
+# directories the view hides){shm_note}. Everything else is passed on unchanged.
+prev=
+rewrite=1
+for arg do
+    shift
+    if [ "$rewrite" = 1 ] && [ "$arg" = --tmpfs ] && [ "$prev" != --size ]; then
+        set -- "$@" --size {hidden}
+    fi
+    set -- "$@" "$arg"
+    if [ "$rewrite" = 1 ] && [ "$prev" = --dev ] && [ "$arg" = /dev ]; then
+        {shm_args}
+    fi
+    [ "$arg" = -- ] && rewrite=0
+    prev=$arg
+done
+exec {bwrap} "$@"
+"""
+
+
+def write_bwrap_wrapper(directory: Path, bwrap: str, *, shm_bytes: int | None) -> Path:
+    """Write the bubblewrap wrapper that bounds the sandbox's tmpfs mounts; return its path.
+
+    bubblewrap 0.8 takes ``--size BYTES`` before ``--tmpfs``; srt 0.0.83 passes ``--tmpfs``
+    (for every hidden host directory) and ``--dev /dev`` (whose ``/dev/shm`` is a directory of
+    an unbounded tmpfs) on bubblewrap's command line, which the wrapper rewrites. Used through
+    srt's own ``bwrapPath`` setting.
+
+    Args:
+        directory: where to write it (read-only inside the sandbox).
+        bwrap: the real bubblewrap, an absolute path.
+        shm_bytes: size of a tmpfs of its own on ``/dev/shm`` (mode 1777), or None for
+            bubblewrap's ``/dev`` as it is.
+    """
+    shm_args = (
+        f"set -- \"$@\" --perms 1777 --size {shm_bytes} --tmpfs /dev/shm" if shm_bytes is not None else ":"
+    )
+    shm_note = f", and {shm_bytes} bytes for /dev/shm" if shm_bytes is not None else ""
+    text = _BWRAP_WRAPPER.format(
+        hidden=HIDDEN_TMPFS_BYTES, shm_note=shm_note, shm_args=shm_args, bwrap=shlex.quote(bwrap)
+    )
+    path = directory / "bwrap"
+    temporary = directory / ".bwrap.new"
+    temporary.unlink(missing_ok=True)
+    temporary.write_text(text, encoding="utf-8")
+    os.chmod(temporary, 0o755)
+    os.replace(temporary, path)
+    return path
 
 
 def real_home_dirs(env: Mapping[str, str]) -> tuple[Path, ...]:
