@@ -67,10 +67,24 @@ log "kernelbox sandbox install"
 "$BIN/kernelbox" sandbox install
 "$BIN/kernelbox" doctor
 
-log "kernelbox run --sandbox (in a workspace of its own: the sandbox refuses a directory holding the venv)"
-printf 'print(1)\n' > one.py
-mkdir workspace
-if [ "$(id -u)" -eq 0 ]; then chown kernelbox-sandbox workspace; fi  # the sandbox user writes there
-(cd workspace && "$BIN/kernelbox" run --sandbox ../one.py) > sandboxed.out
+# As a new user would: from the project directory that holds the venv (and here srt too). As
+# root the directory is root's: kernelbox grants the sandbox user access with an ACL entry.
+log "kernelbox run --sandbox from the project directory holding the venv"
+cat > project.py <<'PY'
+import os, sys
+print(1)
+try:
+    with open(os.path.join(sys.prefix, "lib", "planted.pth"), "w") as file:
+        file.write("import os")
+    print("WROTE-INTO-THE-VENV")
+except OSError as exc:
+    print("the venv is read-only:", exc.strerror)
+with open("made-by-the-kernel.txt", "w") as file:
+    file.write("ok")
+PY
+"$BIN/kernelbox" run --sandbox project.py > sandboxed.out 2>&1 || { cat sandboxed.out >&2; log "the sandboxed run failed"; exit 1; }
 grep -qx 1 sandboxed.out || { cat sandboxed.out >&2; log "the sandboxed run did not print 1"; exit 1; }
-log "ok: a fresh virtual environment with only the wheel reached a sandboxed print(1)"
+grep -q "the venv is read-only" sandboxed.out || { cat sandboxed.out >&2; log "the kernel could write into the venv"; exit 1; }
+[ "$(cat made-by-the-kernel.txt)" = ok ] || { log "the kernel could not write its project directory"; exit 1; }
+[ ! -e "$WORK/venv/lib/planted.pth" ] || { log "a file was planted in the venv"; exit 1; }
+log "ok: a fresh virtual environment with only the wheel reached a sandboxed print(1) from its project"
