@@ -41,7 +41,7 @@ __all__ = ["doctor"]
 Status = Literal["OK", "WARN", "FAIL"]
 
 _COMMAND_TIMEOUT_SECONDS = 30.0
-_VERIFIED_NODE_MAJOR = 20  # srt 0.0.83 declares >= 22; verified on 20 (DESIGN.md)
+_VERIFIED_NODE_MAJOR = 20  # srt 0.0.83 declares >= 22; verified on 20 (docs/architecture.md, "srt")
 _MIN_NODE_VERSION = (18, 20)  # srt's `import ... with { type: 'json' }` needs 18.20+
 
 # Run inside the sandbox by the end-to-end check. It prints one JSON object.

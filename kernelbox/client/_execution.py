@@ -2,7 +2,7 @@
 
 An execution is finished only when *both* the shell ``execute_reply`` and the iopub
 ``status: idle`` for its ``msg_id`` have arrived; their order is not guaranteed, and ending on
-the reply alone loses output that is still in flight (DESIGN.md, "Completion rule").
+the reply alone loses output that is still in flight (docs/architecture.md, "Completion rule").
 
 `Execution.feed` runs in the reader task and never waits: it applies the output limit (via
 `ResultBuilder`) and queues what the caller should see. The caller drains the queue at its own
