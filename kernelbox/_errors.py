@@ -234,7 +234,9 @@ class FileTransferError(ClientError):
     Attributes:
         path: the path as given (in the kernel for uploads' destinations and downloads).
         reason: a short machine-readable cause: ``"outside"``, ``"too_large"``,
-            ``"not_found"``, ``"not_a_file"``, ``"integrity"``, ``"os_error"``, ``"local"``.
+            ``"not_found"``, ``"not_a_file"``, ``"integrity"``, ``"os_error"``, ``"local"``
+            (the local file could not be read or written), ``"symlink"`` (a download's local
+            destination passes through a symlink that kernelbox does not follow).
     """
 
     def __init__(self, message: str, *, path: str, reason: str) -> None:

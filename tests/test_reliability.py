@@ -111,14 +111,14 @@ async def test_corrupt_images_are_reported_and_the_rest_of_the_result_is_kept(
             "publish_display_data({'image/png': 'not base64 at all!', 'text/plain': 'bad'})\n"
             "publish_display_data({'image/png': 12345, 'text/plain': 'not a string'})\n"
             "import base64\n"
-            "publish_display_data({'image/png': base64.b64encode(b'\\x89PNG good').decode(), 'text/plain': 'good'})\n"
+            "publish_display_data({'image/png': base64.b64encode(b'\\x89PNG\\r\\n\\x1a\\n good').decode(), 'text/plain': 'good'})\n"
             "print('after')"
         )
         with anyio.fail_after(30):
             result = await client.execute(code)
     assert result.text is not None and "before" in result.text and "after" in result.text
     assert len(result.outputs) == 3
-    assert len(result.images) == 1 and result.images[0].read_bytes() == b"\x89PNG good"
+    assert len(result.images) == 1 and result.images[0].read_bytes() == b"\x89PNG\r\n\x1a\n good"
     assert len(result.output_errors) == 2
     assert all(path.stat().st_size > 0 for path in images.iterdir())
 
@@ -129,7 +129,7 @@ async def test_an_unwritable_images_dir_is_reported_and_the_result_is_kept(gatew
     async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token,
                             images_dir=blocker / "images") as client:
         code = "import base64\nfrom IPython.display import publish_display_data\n" \
-               "publish_display_data({'image/png': base64.b64encode(b'png').decode(), 'text/plain': 'img'})\n" \
+               "publish_display_data({'image/png': base64.b64encode(b'\\x89PNG\\r\\n\\x1a\\n').decode(), 'text/plain': 'img'})\n" \
                "print('text survives')"
         with anyio.fail_after(30):
             result = await client.execute(code)

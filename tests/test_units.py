@@ -56,7 +56,7 @@ def test_result_text_orders_streams_and_displays(tmp_path: Path) -> None:
 
 
 def test_images_are_saved_with_the_right_extension_and_never_collide(tmp_path: Path) -> None:
-    png = base64.b64encode(b"\x89PNG fake").decode()
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
     builder = ResultBuilder(tmp_path / "images")
     for _ in range(3):
         builder.add_rich_and_save("display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}})
@@ -64,7 +64,7 @@ def test_images_are_saved_with_the_right_extension_and_never_collide(tmp_path: P
     result = builder.build()
     assert len({p.name for p in result.images}) == 4
     assert [p.suffix for p in result.images] == [".png", ".png", ".png", ".svg"]
-    assert result.images[0].read_bytes() == b"\x89PNG fake"
+    assert result.images[0].read_bytes() == b"\x89PNG\r\n\x1a\n fake"
     assert result.images[3].read_text() == "<svg/>"
 
 

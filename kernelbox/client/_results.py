@@ -21,6 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .._host_paths import UntrustedLinkError, create_file, open_directory
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ChunkName",
@@ -28,6 +30,7 @@ __all__ = [
     "OutputChunk",
     "ResultBuilder",
     "RichOutput",
+    "check_image_type",
     "save_images",
     "strip_ansi",
 ]
@@ -231,70 +234,87 @@ def _image_bytes(mime: str, value: Any) -> bytes:
         raise ValueError(f"{mime} data is not valid base64 ({exc})") from None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+# What may come before an SVG's root element: a byte order mark, white space, the XML
+# declaration and other processing instructions, comments, and a DOCTYPE (matplotlib writes
+# one) with an optional internal subset.
+_SVG_PROLOG = re.compile(
+    r"\A\ufeff?(?:\s+|<\?[^>]*\?>|<!--.*?-->|<!DOCTYPE\s+svg\b[^\[>]*(?:\[.*?\])?\s*>)*", re.DOTALL
+)
+_SVG_ROOT = re.compile(r"<svg[\s/>]")
+
+
+def check_image_type(mime: str, content: bytes) -> None:
+    """Check that `content` is the image type `mime` says, before it is written to disk.
+
+    PNG must start with its signature (``\\x89PNG\\r\\n\\x1a\\n``), JPEG with ``\\xff\\xd8\\xff``
+    (start of image), and SVG must be UTF-8 text whose first element is ``<svg``, after an
+    optional XML declaration, comments, a DOCTYPE and white space. SVG is checked by this
+    prefix, not parsed as XML: a full parse of kernel-sent text costs time and memory (entity
+    expansion) for no gain here. Pure.
+
+    Raises:
+        ValueError: the content is not that type; the message says what was expected.
+    """
+    if mime == "image/png" and not content.startswith(_PNG_SIGNATURE):
+        raise ValueError("image/png data is not a PNG image (it does not start with the PNG signature)")
+    if mime == "image/jpeg" and not content.startswith(_JPEG_SIGNATURE):
+        raise ValueError("image/jpeg data is not a JPEG image (it does not start with a JPEG start-of-image marker)")
+    if mime == "image/svg+xml":
+        text = content[:64 * 1024].decode("utf-8", "ignore")
+        prolog = _SVG_PROLOG.match(text)
+        if not _SVG_ROOT.match(text, prolog.end() if prolog else 0):
+            raise ValueError("image/svg+xml data is not an SVG image (its first element is not <svg>)")
+
+
 def save_images(data: Mapping[str, Any], images_dir: Path) -> tuple[list[Path], list[str]]:
     """Write every image in a MIME bundle to a new, uniquely named file in `images_dir`.
 
-    Blocking file I/O: run it in a worker thread from async code.
+    Blocking file I/O: run it in a worker thread from async code. `images_dir` is opened now,
+    following no symlink a kernel could have made (the rule is in `kernelbox._host_paths`:
+    only links that root placed in a directory only root can write), and created if missing
+    with the same discipline.
 
     Returns:
         ``(paths, problems)``: the files written, e.g. ``[images_dir / "image-3f2a….png"]``
         (names from a random UUID, files created exclusively, so they never overwrite each
-        other), and one sentence per image that could not be saved (bad data, or
-        `images_dir` not writable). An image is decoded before its file is created, so bad
-        data never leaves an empty file behind.
+        other), and one sentence per image that could not be saved: data that is not base64,
+        content that is not the type its MIME type says (`check_image_type`), a symlink on
+        the way to `images_dir`, or a directory that cannot be written. An image is decoded and
+        checked before its file is created, and a file whose write fails (disk full, quota,
+        I/O error) is removed, so no empty or partial image is ever left behind.
     """
     saved: list[Path] = []
     problems: list[str] = []
-    for mime, extension in IMAGE_EXTENSIONS.items():
-        value = data.get(mime)
-        if value is None or value == "":
-            continue
-        try:
-            content = _image_bytes(mime, value)
-        except ValueError as exc:
-            problems.append(f"an image was not saved: {exc}")
-            continue
-        name = f"image-{uuid.uuid4().hex}{extension}"
-        try:
-            directory = _open_directory_nofollow(images_dir)
-            try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                             0o666, dir_fd=directory)
-            finally:
-                os.close(directory)
-            with os.fdopen(fd, "wb") as file:
-                file.write(content)
-        except OSError as exc:
-            problems.append(f"an image ({mime}) was not saved: cannot write in {images_dir}: {exc.strerror or exc}")
-            continue
-        saved.append(images_dir / name)
-    return saved, problems
-
-
-def _open_directory_nofollow(directory: Path) -> int:
-    """Open `directory` (creating missing parts) without following any symlink; return its fd.
-
-    `images_dir` often lies inside the kernels' working directory, which kernel code can write:
-    it could replace a directory on the way by a symlink to anywhere, and the client (perhaps
-    root) would then write there. Walking the absolute path one component at a time with
-    ``O_NOFOLLOW`` from ``/`` makes that fail (ELOOP/ENOTDIR) instead, with no race between a
-    check and the use.
-    """
-    absolute = Path(os.path.abspath(directory))
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    directory: int | None = None
     try:
-        for part in absolute.parts[1:]:
+        for mime, extension in IMAGE_EXTENSIONS.items():
+            value = data.get(mime)
+            if value is None or value == "":
+                continue
             try:
-                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                os.mkdir(part, 0o777, dir_fd=fd)
-                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+                content = _image_bytes(mime, value)
+                check_image_type(mime, content)
+            except ValueError as exc:
+                problems.append(f"an image was not saved: {exc}")
+                continue
+            name = f"image-{uuid.uuid4().hex}{extension}"
+            try:
+                if directory is None:
+                    directory = open_directory(images_dir, create=True)
+                create_file(directory, name, content)
+            except UntrustedLinkError as exc:
+                problems.append(f"an image ({mime}) was not saved: {exc}")
+                continue
+            except OSError as exc:
+                problems.append(f"an image ({mime}) was not saved: cannot write in {images_dir}: {exc.strerror or exc}")
+                continue
+            saved.append(images_dir / name)
+    finally:
+        if directory is not None:
+            os.close(directory)
+    return saved, problems
 
 
 class ResultBuilder:

@@ -98,7 +98,11 @@ class KernelClient:
     Args:
         host: the gateway's host name or address.
         port: the gateway's TCP port.
-        images_dir: where images from outputs are saved; ``./images`` when None.
+        images_dir: where images from outputs are saved; ``./images`` when None. Made absolute
+            now, not resolved: it is opened whenever images are written, creating it if
+            missing, and a symlink on the way is followed only when root placed it in a
+            directory only root can write (``/bin``, macOS ``/tmp``), never one a kernel could
+            have made; otherwise the image is not written and ``result.output_errors`` says why.
         ping_interval: seconds between WebSocket keepalive pings; None disables them.
         token: the gateway's auth token, sent as ``Authorization: token <token>``.
         kernel_name: the kernelspec to start, e.g. ``"python3"``.
@@ -144,9 +148,10 @@ class KernelClient:
         kernel_env: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url, self.ws_base_url = base_urls(host, port, base_url)
-        # Resolved once, now: images are later written walking this path without following any
-        # symlink, so a kernel that swaps a directory on it for a link cannot redirect them.
-        self.images_dir = (Path(images_dir) if images_dir is not None else Path.cwd() / "images").resolve()
+        # Absolute but not resolved: the path is opened each time images are written, following
+        # no link a kernel could have made, so a link planted before or after this point (say
+        # ./images -> /etc by an earlier kernel) fails the write instead of redirecting it.
+        self.images_dir = Path(images_dir).absolute() if images_dir is not None else Path.cwd() / "images"
         self.ping_interval = check_seconds("ping_interval", ping_interval, allow_none=True, allow_inf=True)
         if token is not None and not isinstance(token, str):
             raise TypeError(f"token must be a str or None, not {type(token).__name__}")

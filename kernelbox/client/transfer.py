@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import math
 import os
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 import anyio
 
 from .._errors import ExecutionError, FileTransferError, KernelboxError
+from .._host_paths import UntrustedLinkError, replace_file
 from ._results import ExecutionResult
 
 
@@ -338,7 +338,10 @@ async def download(
         client: a connected `KernelClient`.
         path: the file in the kernel, relative to its working directory.
         dest: also write the bytes to this local file (created or replaced atomically: a
-            temporary file beside it is renamed into place once the data is complete).
+            temporary file beside it is renamed into place once the data is complete; missing
+            directories are created). The path is opened at write time and a symlink on the
+            way is followed only when root placed it in a directory only root can write, so a
+            kernel that swaps a directory of `dest` for a link cannot redirect the write.
         allow_outside: allow `path` to resolve outside the kernel's working directory.
         chunk_bytes: bytes per execution (at most `MAX_CHUNK_BYTES`, 4 MiB).
         max_bytes: refuse larger files (checked in the kernel before reading); None: no limit.
@@ -350,7 +353,8 @@ async def download(
     Raises:
         FileTransferError: `path` is outside the working directory, missing, not a regular
             file, larger than `max_bytes`, unreadable, or arrived damaged; or `dest` could not
-            be written.
+            be written (``reason="local"``; ``reason="symlink"`` when a symlink that is not
+            followed lies on the way, and nothing was written).
         ExecutionTimeoutError: the transfer ran past `timeout` (a `TimeoutError`).
         NotConnectedError, KernelDiedError, GatewayConnectionError: as `KernelClient.execute`.
     """
@@ -444,20 +448,18 @@ def _reported_path(answer: dict[str, Any], kernel_path: str, allow_outside: bool
 
 
 def _write_local(dest: Path, data: bytes, kernel_path: str) -> None:
-    """Write `data` to `dest` atomically: a new file beside it, then renamed over it."""
-    part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    """Write `data` to `dest` atomically, following no symlink a kernel could have made.
+
+    `dest` often lies in the kernel's working directory (``exports/report.pdf``), where kernel
+    code can swap a directory for a link; `kernelbox._host_paths` opens the path now, from
+    ``/``, and refuses such links (the rule: only links root placed in a directory only root
+    can write are followed). A link at `dest` itself is replaced, not written through.
+    """
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # 0o666 less the umask, as a plain open() would create it.
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(part, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(part)
-            raise
+        replace_file(dest, data)
+    except UntrustedLinkError as exc:
+        raise FileTransferError(f"the download of {kernel_path!r} was not written: {exc}",
+                                path=kernel_path, reason="symlink") from exc
     except OSError as exc:
-        raise FileTransferError(f"cannot write the local file {str(dest)!r}: {exc.strerror}",
+        raise FileTransferError(f"cannot write the local file {str(dest)!r}: {exc.strerror or exc}",
                                 path=kernel_path, reason="local") from exc
