@@ -15,13 +15,14 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 
 from .._connection_file import published
 from .._errors import ExecutionError, GatewayError, GatewayExitedError, KernelboxError
 from .._options import add_gateway_arguments, parse_env_assignments
+from .._terminal import neutralise_controls
 from ..client._results import ExecutionResult, OutputChunk
 from ..client.kernel_client import KernelClient
 from ..gateway.gateway import KernelGateway
@@ -184,12 +185,20 @@ def _format_address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _write_kernel_text(stream: TextIO, text: str) -> None:
+    """Write text that came from a kernel: it may keep colour on a terminal, and nothing else.
+
+    Kernel output could otherwise drive the operator's terminal (OSC 52 writes the clipboard,
+    cursor moves rewrite what was shown); the rules are in `kernelbox._terminal`.
+    """
+    stream.write(neutralise_controls(text, tty=stream.isatty()))
+    stream.flush()
+
+
 def _print_chunk(chunk: OutputChunk) -> None:
     if chunk.output is not None and chunk.output.images:
         return  # "<Figure size …>": the saved paths are printed instead
-    stream = sys.stderr if chunk.name == "stderr" else sys.stdout
-    stream.write(chunk)
-    stream.flush()
+    _write_kernel_text(sys.stderr if chunk.name == "stderr" else sys.stdout, chunk)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -211,10 +220,13 @@ async def _run(args: argparse.Namespace) -> int:
                         if isinstance(item, ExecutionResult):
                             for image in item.images:
                                 print(f"[image saved: {image}]", flush=True)
+                            for problem in item.output_errors:
+                                _write_kernel_text(sys.stderr, f"kernelbox: {problem}\n")
                         else:
                             _print_chunk(item)
                 except ExecutionError as exc:
-                    print(f"\nkernelbox: cell {index} (line {cell.line}) failed:\n{exc}", file=sys.stderr)
+                    print(f"\nkernelbox: cell {index} (line {cell.line}) failed:", file=sys.stderr)
+                    _write_kernel_text(sys.stderr, f"{exc}\n")
                     return 1
                 except TimeoutError as exc:
                     print(f"\nkernelbox: cell {index} (line {cell.line}) timed out: {exc}", file=sys.stderr)

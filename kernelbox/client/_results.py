@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .._host_paths import UntrustedLinkError, create_file, open_directory
+from .._terminal import neutralise_controls
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -44,12 +45,13 @@ IMAGE_EXTENSIONS: dict[str, str] = {
     "image/svg+xml": ".svg",
 }
 
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
 def strip_ansi(text: str) -> str:
-    """Remove ANSI escape sequences (colours, cursor moves) from `text`."""
-    return _ANSI_ESCAPE.sub("", text)
+    """Remove every terminal control from `text`: colours, cursor moves, OSC/DCS/APC strings, C1.
+
+    Keeps ``\\n`` and ``\\t``; ``\\r`` becomes ``\\n``. Used for tracebacks, which are then
+    plain text wherever they are printed (`kernelbox._terminal.neutralise_controls`).
+    """
+    return neutralise_controls(text, tty=False)
 
 
 def _text_bytes(text: str) -> int:
