@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import os
 import re
 import signal
@@ -13,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
+import httpx
+import httpx2
 import psutil
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client, StdioServerParameters, types
+from mcp.client.streamable_http import streamable_http_client
 
 TIMEOUT = 60
 
@@ -198,45 +204,185 @@ async def test_exit_stops_the_gateway_and_kernel(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_streamable_http_serves_one_kernel_to_successive_sessions(tmp_path: Path) -> None:
+async def test_kernel_text_reaches_the_model_without_terminal_controls(mcp: Client) -> None:
+    # MCP clients show tool results in terminals too: no OSC 52 (clipboard), no cursor moves.
+    result = await call(mcp, "execute_code", {"code": (
+        "import sys\n"
+        "print('out\\x1b]52;c;ZXZpbA==\\x07\\x1b[2K\\x1b[31mred\\x1b[0m\\x9b2J|\\r|end')\n"
+        "print('err\\x1b]0;title\\x1b\\\\', file=sys.stderr)\n"
+        "from IPython.display import display\n"
+        "display({'text/plain': 'value\\x1bP1$qm\\x1b\\\\!'}, raw=True)"
+    )})
+    assert not result.is_error
+    assert text_of(result) == "outred|\n|end\nerr\nvalue!"
+    failed = await call(mcp, "execute_code", {"code": "raise ValueError('bad\\x1b]52;c;ZXZpbA==\\x07\\x9b1A')"})
+    assert failed.is_error
+    assert "ValueError: bad" in text_of(failed)
+    assert not any(ord(c) < 0x20 and c not in "\n\t" or 0x7F <= ord(c) <= 0x9F for c in text_of(failed))
+
+
+# -- streamable HTTP: every request needs the bearer token ----------------------------------------
+
+
+class HttpServer:
+    """A real ``kernelbox mcp --transport streamable-http`` process and what it logged."""
+
+    def __init__(self, process: anyio.abc.Process) -> None:
+        self.process = process
+        self.url = ""
+        self.token: str | None = None
+        self.log: list[str] = []
+        self.serving = anyio.Event()
+
+    async def read_log(self) -> None:  # reads to the end, so the pipe never fills
+        assert self.process.stderr is not None
+        lines = BufferedByteReceiveStream(self.process.stderr)
+        while True:
+            try:
+                line = (await lines.receive_until(b"\n", 1 << 20)).decode(errors="replace")
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                return
+            self.log.append(line)
+            if token := re.search(r"MCP bearer token: (\S+)", line):
+                self.token = token.group(1)
+            if served := re.search(r"Serving MCP \(streamable HTTP\) at (\S+)", line):
+                self.url = served.group(1)
+                self.serving.set()
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(TIMEOUT):
+            return await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def http_server(work: Path, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[HttpServer]:
     process = await anyio.open_process(
         [sys.executable, "-m", "kernelbox.cli", "mcp", "--transport", "streamable-http", "--port", "0",
-         "--working-dir", str(tmp_path), "--images-dir", str(tmp_path / "images")],
+         "--working-dir", str(work), "--images-dir", str(work / "images"), *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
+    server = HttpServer(process)
     try:
         async with anyio.create_task_group() as tg:
-            url_found = anyio.Event()
-            url: list[str] = []
-
-            async def read_log() -> None:  # reads to the end, so the pipe never fills
-                assert process.stderr is not None
-                lines = BufferedByteReceiveStream(process.stderr)
-                while True:
-                    try:
-                        line = (await lines.receive_until(b"\n", 1 << 20)).decode(errors="replace")
-                    except (anyio.EndOfStream, anyio.IncompleteRead):
-                        return
-                    match = re.search(r"Serving MCP \(streamable HTTP\) at (\S+)", line)
-                    if match and not url_found.is_set():
-                        url.append(match.group(1))
-                        url_found.set()
-
-            tg.start_soon(read_log)
+            tg.start_soon(server.read_log)
             with anyio.fail_after(TIMEOUT):
-                await url_found.wait()
-            # The kernel outlives each client session: state carries over between them.
-            with anyio.fail_after(TIMEOUT):
-                async with Client(url[0], read_timeout_seconds=TIMEOUT) as client:
-                    await client.call_tool("execute_code", {"code": "shared = 'across sessions'"})
-            with anyio.fail_after(TIMEOUT):
-                async with Client(url[0], read_timeout_seconds=TIMEOUT) as client:
-                    result = await client.call_tool("execute_code", {"code": "print(shared)"})
-                    assert text_of(result) == "across sessions"
-            process.send_signal(signal.SIGTERM)
-            with anyio.fail_after(TIMEOUT):
-                assert await process.wait() == 0
+                await server.serving.wait()
+            yield server
+            if process.returncode is None:
+                await server.stop()
     finally:
         if process.returncode is None:
             process.kill()
         await process.aclose()
+
+
+@contextlib.asynccontextmanager
+async def token_client(url: str, token: str) -> AsyncIterator[Client]:
+    """The SDK's client, sending ``Authorization: Bearer <token>`` with every request."""
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
+                                  timeout=httpx2.Timeout(TIMEOUT)) as http:
+        async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=TIMEOUT) as client:
+            yield client
+
+
+@pytest.mark.anyio
+async def test_streamable_http_serves_one_kernel_to_successive_sessions(tmp_path: Path) -> None:
+    async with http_server(tmp_path) as server:
+        assert server.token is not None and len(server.token) >= 40  # random, printed once
+        assert sum(server.token in line for line in server.log) == 1
+        # The kernel outlives each client session: state carries over between them.
+        with anyio.fail_after(TIMEOUT):
+            async with token_client(server.url, server.token) as client:
+                await client.call_tool("execute_code", {"code": "shared = 'across sessions'"})
+        with anyio.fail_after(TIMEOUT):
+            async with token_client(server.url, server.token) as client:
+                result = await client.call_tool("execute_code", {"code": "print(shared)"})
+                assert text_of(result) == "across sessions"
+        assert await server.stop() == 0
+    if os.geteuid() == 0:  # started as root without --sandbox: one loud line
+        warnings = [line for line in server.log if "WARNING" in line]
+        assert len(warnings) == 1 and "anyone holding the token runs code as root" in warnings[0]
+
+
+def _rpc(method: str, params: dict[str, Any] | None = None, id: int | None = 1) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+    if id is not None:
+        message["id"] = id
+    return message
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC answer in a streamable HTTP response (JSON, or one SSE ``data:`` line)."""
+    if response.headers["content-type"].startswith("application/json"):
+        return dict(response.json())
+    data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+    return dict(json.loads(data[-1]))
+
+
+@pytest.mark.anyio
+async def test_streamable_http_refuses_requests_without_the_right_token_and_runs_nothing(tmp_path: Path) -> None:
+    # Before: no authentication at all; any local user could run code through 127.0.0.1.
+    marker = tmp_path / "ran.txt"
+    call_tool = _rpc("tools/call", {"name": "execute_code",
+                                    "arguments": {"code": f"open({str(marker)!r}, 'w').write('ran')"}}, id=2)
+    async with http_server(tmp_path) as server, httpx.AsyncClient(timeout=TIMEOUT) as http:
+        assert server.token is not None
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        authorized = {**headers, "Authorization": f"Bearer {server.token}"}
+        with anyio.fail_after(TIMEOUT):
+            # A session opened with the token: the requests below differ only in their header.
+            opened = await http.post(server.url, headers=authorized, json=_rpc("initialize", {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}))
+            assert opened.status_code == 200, opened.text
+            session = {"Mcp-Session-Id": opened.headers["mcp-session-id"],
+                       "Mcp-Protocol-Version": _answer(opened)["result"]["protocolVersion"]}
+            ready = await http.post(server.url, headers={**authorized, **session},
+                                    json=_rpc("notifications/initialized", id=None))
+            assert ready.status_code == 202
+            for refused in [
+                {},                                                          # no token
+                {"Authorization": "Bearer " + "x" * len(server.token)},     # a wrong token
+                {"Authorization": f"Bearer {server.token[:-1]}"},           # almost right
+                {"Authorization": f"Basic {server.token}"},                 # another scheme
+            ]:
+                response = await http.post(server.url, headers={**headers, **session, **refused}, json=call_tool)
+                assert response.status_code == 401
+                assert response.headers["www-authenticate"].startswith("Bearer")
+                assert "Authorization: Bearer" in response.json()["message"]
+            fresh = await http.post(server.url, headers=headers, json=_rpc("initialize", {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}))
+            assert fresh.status_code == 401 and "mcp-session-id" not in fresh.headers
+            assert not marker.exists()
+            # The same request with the token runs: only the token stopped the ones above.
+            accepted = await http.post(server.url, headers={**authorized, **session}, json=call_tool)
+            assert accepted.status_code == 200
+            assert _answer(accepted)["result"]["isError"] is False
+            assert marker.read_text() == "ran"
+
+
+@pytest.mark.anyio
+async def test_streamable_http_token_from_the_environment_written_to_a_private_file(tmp_path: Path) -> None:
+    token = "chosen-token-" + "k" * 30
+    token_file = tmp_path / "mcp-token"
+    async with http_server(tmp_path, "--token-file", str(token_file), env={"KERNELBOX_MCP_TOKEN": token}) as server:
+        assert token_file.read_text() == token + "\n"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert server.token is None and not any(token in line for line in server.log)  # never printed
+        with anyio.fail_after(TIMEOUT):
+            async with token_client(server.url, token) as client:
+                result = await client.call_tool("execute_code", {"code": "import os\n'KERNELBOX_MCP_TOKEN' in os.environ"})
+        assert text_of(result) == "False"  # the kernel never sees it
+        assert await server.stop() == 0
+    assert not token_file.exists()
+
+
+def test_a_short_token_and_a_token_on_stdio_are_refused(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "kernelbox.cli", "mcp", "--working-dir", str(tmp_path)]
+    short = subprocess.run([*command, "--transport", "streamable-http", "--port", "0"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "KERNELBOX_MCP_TOKEN": "short"})
+    assert short.returncode == 2 and "at least 16" in short.stderr
+    stdio = subprocess.run([*command, "--token-file", str(tmp_path / "t")], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+    assert stdio.returncode == 2 and "stdio needs none" in stdio.stderr

@@ -23,6 +23,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="stdio (default; what desktop agents launch) or streamable-http")
     mcp.add_argument("--host", default="127.0.0.1", help="streamable-http: interface (default 127.0.0.1)")
     mcp.add_argument("--port", type=int, default=8000, help="streamable-http: TCP port (default 8000)")
+    mcp.add_argument("--token-file", type=Path, metavar="PATH",
+                     help="streamable-http: write the bearer token every request needs to PATH (mode 0600, "
+                          "removed on exit) instead of printing it on stderr; $KERNELBOX_MCP_TOKEN chooses "
+                          "the token (default: random per start)")
     mcp.add_argument("--images-dir", type=Path,
                      help="where images are saved (default: images/ in --working-dir, else ./images)")
     mcp.add_argument("--max-output-bytes", type=int, default=1024 * 1024,

@@ -13,6 +13,13 @@ kernels included, when the server exits. The SDK runs requests concurrently, so
 Long executions report progress (``notifications/progress``) when the caller sent a progress
 token: output as it is printed, and at least every `HEARTBEAT_SECONDS` while nothing is
 printed, so clients that reset their timeout on progress do not give up.
+
+Text that came from the kernel (output, tracebacks, progress, error messages) carries no
+terminal controls: MCP clients show it in terminals too, so it passes through
+`neutralise_controls` for a non-terminal (no colour, ``\\r`` as ``\\n``). A downloaded file is
+the exception: ``download_file`` returns its bytes as they are.
+
+Streamable HTTP needs a bearer token on every request (`kernelbox.mcp._auth`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import base64
 import contextlib
 import logging
 import mimetypes
+import os
 import signal
 import socket
 import sys
@@ -46,11 +54,13 @@ from pydantic import Field
 from .._errors import InvalidStateError, KernelboxError, KernelDiedError
 from .._net import is_loopback_host
 from .._options import parse_env_assignments
+from .._terminal import neutralise_controls
 from ..client._results import ExecutionResult
 from ..client.kernel_client import KernelClient
 from ..client.transfer import ALLOW_OUTSIDE_HINT, FileTransferError
 from ..gateway.gateway import KernelGateway
 from ..integrations.tool import CodeOutcome, run_code
+from ._auth import TOKEN_ENV, BearerTokenMiddleware, check_token, generate_token, remove_token_file, write_token_file
 
 logger = logging.getLogger("kernelbox.mcp")
 
@@ -197,7 +207,7 @@ def _image_contents(paths: Sequence[Path]) -> tuple[list[types.ImageContent], li
 def result_content(result: ExecutionResult) -> list[types.ContentBlock]:
     """An execution's text, then one image content per PNG/JPEG image, with saved paths."""
     images, notes = _image_contents(result.images)
-    lines = [result.text] if result.text else []
+    lines = [_plain(result.text)] if result.text else []
     lines += notes
     if result.truncated:
         lines.append("[output truncated: the server's --max-output-bytes limit was reached]")
@@ -205,8 +215,13 @@ def result_content(result: ExecutionResult) -> list[types.ContentBlock]:
     return [types.TextContent(text=text), *images]
 
 
+def _plain(text: str) -> str:
+    """Kernel text without terminal controls (MCP clients show results in terminals too)."""
+    return neutralise_controls(text, tty=False)
+
+
 def _error_result(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+    return types.CallToolResult(content=[types.TextContent(text=_plain(text))], is_error=True)
 
 
 def _has_progress_token(ctx: Context) -> bool:
@@ -234,7 +249,7 @@ class _Progress:
             return
         elapsed = now - self._started
         if self._pending:
-            message = "".join(self._pending)
+            message = _plain("".join(self._pending))
             self._pending.clear()
             if len(message) > MAX_PROGRESS_MESSAGE_CHARS:
                 message = "…" + message[-MAX_PROGRESS_MESSAGE_CHARS:]
@@ -259,12 +274,12 @@ async def _tool_errors(action: str) -> AsyncIterator[None]:
     try:
         yield
     except KernelDiedError as exc:
-        raise ToolError(f"{exc}. Call reset_kernel to get a fresh kernel.") from exc
+        raise ToolError(_plain(f"{exc}. Call reset_kernel to get a fresh kernel.")) from exc
     except FileTransferError as exc:
         # The Python API's hint (allow_outside=True) is not something a tool caller can pass.
-        raise ToolError(f"{action} failed: {str(exc).removesuffix(ALLOW_OUTSIDE_HINT)}") from exc
+        raise ToolError(_plain(f"{action} failed: {str(exc).removesuffix(ALLOW_OUTSIDE_HINT)}")) from exc
     except (KernelboxError, OSError, ValueError) as exc:
-        raise ToolError(f"{action} failed: {exc}") from exc
+        raise ToolError(_plain(f"{action} failed: {exc}")) from exc
 
 
 async def _interrupt_quietly(client: KernelClient) -> None:
@@ -387,37 +402,65 @@ def file_resource(path: str, data: bytes) -> types.TextResourceContents | types.
 
 
 async def serve(
-    options: McpOptions, *, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000
+    options: McpOptions,
+    *,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    token_file: Path | None = None,
 ) -> None:
     """Run the MCP server until its transport closes or SIGINT/SIGTERM arrive; then stop the kernel.
 
     Args:
         options: how to get the kernel.
         transport: ``"stdio"`` or ``"streamable-http"`` (served at ``http://host:port/mcp``).
-        host: streamable HTTP: the interface, which must be a loopback address — the server
-            has no authentication and its tools run arbitrary code.
+        host: streamable HTTP: the interface, which must be a loopback address (the token
+            travels in clear text: there is no TLS).
         port: streamable HTTP: the TCP port (0 picks a free one; it is logged).
+        token: streamable HTTP: the bearer token every request must carry
+            (``Authorization: Bearer <token>``); None: a random one, logged once on stderr
+            unless `token_file` is given.
+        token_file: streamable HTTP: write the token to this file (mode 0600) instead of
+            logging it; removed on exit.
 
     Raises:
-        ValueError: an unknown transport, or a non-loopback `host`.
+        ValueError: an unknown transport, a non-loopback `host`, a token that is too short,
+            or `token`/`token_file` with stdio.
+        OSError: `token_file` could not be written.
     """
     if transport not in ("stdio", "streamable-http"):
         raise ValueError(f"transport must be 'stdio' or 'streamable-http', not {transport!r}")
+    if transport == "stdio" and (token is not None or token_file is not None):
+        raise ValueError(f"a token (${TOKEN_ENV}, --token-file) is for streamable-http; stdio needs none")
     if transport == "streamable-http" and not is_loopback_host(host):
         raise ValueError(
-            f"refusing to serve MCP on {host!r}: it has no authentication and runs arbitrary code; "
-            "bind to 127.0.0.1 and put an authenticating proxy in front for remote use"
+            f"refusing to serve MCP on {host!r}: its tools run arbitrary code and the token travels "
+            "without TLS; bind to 127.0.0.1 and put a TLS-terminating, authenticating proxy in front "
+            "for remote use"
         )
+    generated = token is None
+    bearer = generate_token() if token is None else check_token(token)
     runtime = KernelRuntime(options)
     server = build_server(runtime)
     http_server = listener = None
-    if transport == "streamable-http":
-        # Bound here, before serving: the real port is known (and logged) even for port 0.
-        listener = socket.create_server((host.strip("[]"), port), family=_family(host))
-        url = f"http://{host}:{listener.getsockname()[1]}/mcp"
-        http_server = _http_server(server, host)
-        logger.info("Serving MCP (streamable HTTP) at %s", url)
+    written: Path | None = None
     try:
+        if transport == "streamable-http":
+            # Bound here, before serving: the real port is known (and logged) even for port 0.
+            listener = socket.create_server((host.strip("[]"), port), family=_family(host))
+            url = f"http://{host}:{listener.getsockname()[1]}/mcp"
+            http_server = _http_server(server, host, bearer)
+            if hasattr(os, "geteuid") and os.geteuid() == 0 and not options.sandbox \
+                    and options.connection_file is None:
+                logger.warning("Serving MCP over HTTP as root without --sandbox: anyone holding the "
+                               "token runs code as root on this machine")
+            if token_file is not None:
+                written = write_token_file(token_file, bearer)
+                logger.info("Wrote the MCP bearer token to %s (mode 0600)", written)
+            elif generated:
+                logger.info("MCP bearer token: %s (send it as 'Authorization: Bearer <token>')", bearer)
+            logger.info("Serving MCP (streamable HTTP) at %s", url)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 
@@ -440,6 +483,8 @@ async def serve(
     finally:
         if listener is not None:
             listener.close()
+        if written is not None:
+            remove_token_file(written, bearer)
         await runtime.aclose()
 
 
@@ -447,8 +492,9 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _http_server(server: MCPServer, host: str) -> Any:
-    """A uvicorn server for the streamable HTTP app that leaves signals to `serve`."""
+def _http_server(server: MCPServer, host: str, token: str) -> Any:
+    """A uvicorn server for the streamable HTTP app, behind the bearer token, that leaves
+    signals to `serve`."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -457,7 +503,7 @@ def _http_server(server: MCPServer, host: str) -> Any:
             # serve() owns SIGINT/SIGTERM; uvicorn's own capture would also re-raise them.
             yield
 
-    app = server.streamable_http_app(host=host)
+    app = BearerTokenMiddleware(server.streamable_http_app(host=host), token)
     return Server(uvicorn.Config(app, log_level="warning"))
 
 
@@ -473,7 +519,7 @@ def _options_from_args(args: argparse.Namespace) -> McpOptions:
         sandbox_config=args.sandbox_config,
         working_dir=working_dir,
         env=parse_env_assignments(args.env),
-        images_dir=images_dir.resolve(),
+        images_dir=images_dir.absolute(),  # not resolved: opened at write time (KernelClient)
         max_output_bytes=args.max_output_bytes if args.max_output_bytes > 0 else None,
         connection_file=args.connection_file,
         log_level=args.log_level,
@@ -489,12 +535,15 @@ def run(args: argparse.Namespace) -> int:
     """``kernelbox mcp``: parse-time arguments in, exit status out. Logs go to stderr only:
     on stdio, stdout carries the protocol."""
     options = _options_from_args(args)
+    # Read and removed at once, so the gateway and kernels started from here never inherit it.
+    token = os.environ.pop(TOKEN_ENV, None)
     logger.setLevel(logging.INFO)  # the "Serving ... at URL" line, on stderr
     try:
-        anyio.run(lambda: serve(options, transport=args.transport, host=args.host, port=args.port))
+        anyio.run(lambda: serve(options, transport=args.transport, host=args.host, port=args.port,
+                                token=token, token_file=args.token_file))
     except KeyboardInterrupt:
         return 130
-    except (KernelboxError, ValueError) as exc:
+    except (KernelboxError, ValueError, OSError) as exc:
         print(f"kernelbox mcp: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+        return 1 if isinstance(exc, KernelboxError) else 2
     return 0
