@@ -70,7 +70,7 @@ class UntrustedLinkError(OSError):
         return (
             f"{self.filename} is a symbolic link, which kernelbox does not follow when it writes: it "
             "follows only links that root placed in a directory only root can write, and a kernel "
-            "could have made this one"
+            "could have made this one (if you made it, give the path it leads to instead)"
         )
 
 
