@@ -308,8 +308,8 @@ async def test_an_image_on_a_full_disk_is_reported_and_leaves_no_file(
     gateway: KernelGateway, full_disk: Path
 ) -> None:
     images = full_disk / "images"
-    async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token, images_dir=images) as kc:
-        with anyio.fail_after(TIMEOUT):
+    with anyio.fail_after(TIMEOUT):
+        async with KernelClient(host=gateway.host, port=gateway.port, token=gateway.token, images_dir=images) as kc:
             result = await kc.execute(
                 "import base64, os\nfrom IPython.display import display\n"
                 f"display({{'image/png': base64.b64encode({PNG!r} + os.urandom(256 << 10)).decode(), "
