@@ -294,7 +294,8 @@ def _fatal(exc: BaseException) -> int:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, GatewayError):
         text = text.splitlines()[0]
-    print(f"kernelbox: {text}", file=sys.stderr)
+    # Messages can quote a kernel (a KernelStartError carries the kernel's own error text).
+    _write_kernel_text(sys.stderr, f"kernelbox: {text}\n")
     return 1 if isinstance(exc, KernelboxError) else 2
 
 
