@@ -16,9 +16,9 @@ symlink makes the write fail with `UntrustedLinkError` (an `OSError` with ``ELOO
 nothing is written. A kernel running as root without a sandbox could make such a link, but it
 can also write anywhere itself: the rule protects the host from kernels that cannot.
 
-How: on Linux with ``openat2`` (5.6+), the whole path is opened in one call with
-``RESOLVE_NO_SYMLINKS``, so the kernel refuses any link on it. When that call finds a link (it
-may be one root made), a missing directory (to create) or is unavailable (older kernels,
+How: on Linux 5.6+ (``openat2``), the whole path is opened in one call with
+``RESOLVE_NO_SYMLINKS``, so the operating system refuses any link on it. When that call finds a
+link (it may be one root made), a missing directory (to create) or is unavailable (older Linux,
 seccomp filters, macOS), the path is walked one directory at a time from ``/``: each component
 opened with ``O_NOFOLLOW | O_DIRECTORY`` relative to the one before (``dir_fd``), so nothing
 can be swapped between a check and its use; a link fails that open and is then judged by the
@@ -106,7 +106,7 @@ def _openat2_no_symlinks(path: str) -> int | None:
     if fd < 0:
         code = ctypes.get_errno()
         if code in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
-            return None  # no openat2 here (old kernel, a seccomp filter): walk instead
+            return None  # no openat2 here (older Linux, a seccomp filter): walk instead
         raise OSError(code, os.strerror(code), path)
     return int(fd)
 
