@@ -15,6 +15,7 @@ their links in a directory given to ``nobody`` (`kernel_dir`), as the sandbox's 
 from __future__ import annotations
 
 import base64
+import ctypes
 import errno
 import os
 import re
@@ -85,6 +86,26 @@ def test_a_link_planted_on_the_way_is_never_followed(tmp_path: Path, resolution:
             os.close(open_directory(path, create=create))
         assert info.value.errno == errno.ELOOP and info.value.filename == str(work / "images")
         assert "symbolic link" in str(info.value) and "root" in str(info.value)
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EPERM])
+def test_where_openat2_is_filtered_out_the_walk_applies_the_same_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    # Old Linux answers ENOSYS, seccomp filters (some container runtimes) ENOSYS or EPERM.
+    def filtered(*args: object) -> int:
+        ctypes.set_errno(code)
+        return -1
+
+    monkeypatch.setattr(_host_paths, "_syscall", filtered)
+    os.close(open_directory(tmp_path / "made" / "here", create=True))
+    assert (tmp_path / "made" / "here").is_dir()
+    work, target = kernel_dir(tmp_path / "work"), root_only(tmp_path / "target")
+    (work / "images").symlink_to(target)
+    with pytest.raises(UntrustedLinkError):
+        open_directory(work / "images" / "x", create=True)
     assert list(target.iterdir()) == []
 
 
