@@ -297,7 +297,7 @@ async def test_a_link_planted_before_the_client_starts_does_not_redirect_its_ima
                 f"display({{'image/png': {b64(PNG)!r}, 'text/plain': 'plot'}}, raw=True)"
             )
     assert result.outputs[0].png == PNG  # the image arrived and would have been written
-    assert result.images == ()
+    assert result.images == []
     assert len(result.output_errors) == 1 and "symbolic link" in result.output_errors[0]
     assert list(target.iterdir()) == []
 
@@ -337,7 +337,7 @@ async def test_an_image_on_a_full_disk_is_reported_and_leaves_no_file(
                 "'text/plain': 'big'}, raw=True)\nprint('text survives')"
             )
     assert "text survives" in (result.text or "")
-    assert result.images == ()
+    assert result.images == []
     assert len(result.output_errors) == 1 and "No space left on device" in result.output_errors[0]
     assert list(images.iterdir()) == []
 

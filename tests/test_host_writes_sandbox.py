@@ -70,5 +70,5 @@ async def test_a_sandboxed_kernel_cannot_make_the_client_write_through_its_links
                     f"display({{'image/png': {base64.b64encode(PNG).decode()!r}, 'text/plain': 'p'}}, raw=True)"
                 )
     assert result.outputs[0].png == PNG
-    assert result.images == () and "symbolic link" in result.output_errors[0]
+    assert result.images == [] and "symbolic link" in result.output_errors[0]
     assert list(target.iterdir()) == []
