@@ -63,7 +63,7 @@ async def test_empty_output_is_none(client: KernelClient) -> None:
     with anyio.fail_after(30):
         result = await client.execute("y = 3")
     assert result.text is None
-    assert result.images == ()
+    assert result.images == []
 
 
 async def test_prints_arrive_as_separate_chunks_before_the_next_print(client: KernelClient) -> None:

@@ -134,7 +134,7 @@ async def test_an_unwritable_images_dir_is_reported_and_the_result_is_kept(gatew
         with anyio.fail_after(30):
             result = await client.execute(code)
     assert "text survives" in (result.text or "")
-    assert result.images == ()
+    assert result.images == []
     assert len(result.output_errors) == 1 and "cannot write" in result.output_errors[0]
 
 
