@@ -90,7 +90,8 @@ class Supervisor:
 
     Args:
         prepare: returns the `Launch` for the next (re)start (it may raise, e.g. when the
-            sandbox can no longer run; a failing restart ends the supervision).
+            sandbox can no longer run; a failing restart ends the supervision). Blocking: it
+            is called in a worker thread.
         listen_fd: the listening socket's descriptor, given to the gateway as its stdin.
         working_dir: the gateway's (and its kernels') working directory.
         probe_url: returns the URL to probe for readiness (``GET /api/kernelspecs``).
@@ -156,7 +157,9 @@ class Supervisor:
         self.state = "running"
 
     async def _spawn(self) -> anyio.abc.Process:
-        launch = self._prepare()
+        # Off the event loop: preparing a sandbox runs probes as the sandbox user (subprocesses,
+        # ~150 ms), writes files and scans /proc.
+        launch = await anyio.to_thread.run_sync(self._prepare)
         process = await anyio.open_process(
             launch.argv,
             stdin=self._listen_fd,
