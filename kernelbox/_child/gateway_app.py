@@ -103,6 +103,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import access_log
 from traitlets import Float, Integer, default
 
+from kernelbox._child._hardening import landlock_abi
 from kernelbox._child._prelaunch import PrelaunchedKernel, connection_info_pipe
 from kernelbox._child.activity import IOPubStream, KernelActivity
 from kernelbox._child.kernel_output import KernelOutputPipes
@@ -710,6 +711,19 @@ def _skip_empty_ipython_kernel_dir(kernel_spec_manager: Any) -> None:
     kernel_spec_manager.kernel_dirs = jupyter_path("kernels")
 
 
+def _warn_without_landlock(app: KernelGatewayApp) -> None:
+    """Say once, in the gateway's own log, what is open when kernels cannot have Landlock.
+
+    Each kernel also prints it (`kernelbox._child.kernel_launcher`), but kernel output is not
+    gateway log (`kernelbox._child.kernel_output`): it reaches the log only at DEBUG.
+    """
+    if sys.platform.startswith("linux") and landlock_abi() == 0:
+        app.log.warning(
+            "Landlock is unavailable in this Linux kernel: during its ~50 ms start-up each kernel "
+            "is reachable by sibling kernels of the same gateway"
+        )
+
+
 def _config_argv(config: dict[str, Any]) -> list[str]:
     argv = [
         "--KernelGatewayApp.api=kernel_gateway.jupyter_websocket",
@@ -761,6 +775,7 @@ def main(argv: list[str] | None = None, prelaunched: PrelaunchedKernel | None = 
     app.initialize(_config_argv(config))
     app.log.addFilter(_ConnectionChatterFilter())
     _skip_empty_ipython_kernel_dir(app.kernel_spec_manager)
+    _warn_without_landlock(app)
     if prelaunched is not None:
         app.kernel_manager.hold_prelaunched(prelaunched)
         app.log.info("Pre-launched kernel [pid %d] waits for the first kernel start", prelaunched.process.pid)
