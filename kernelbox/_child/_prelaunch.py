@@ -16,6 +16,9 @@ adds and ``JPY_PARENT_PID`` as jupyter_client adds), the gateway's working direc
 of its own, and its connection info (ports, HMAC key, CurveZMQ key pair) as one JSON line on a
 pipe as its standard input, as `PrivateConnectionKernelManager` sends it. Anything that differs
 at takeover time and the process is killed and a new one started, with a warning in the log.
+Like every kernel, its stdout and stderr are a pipe of its own, not the gateway's log pipe
+(`kernelbox._child.kernel_output`); the gateway reads it from the start, as the output of the
+kernel id the process gets when it is taken over.
 
 Only the standard library and zmq (for the CurveZMQ key pair; the gateway imports it anyway)
 are imported here: this module's own time is on the critical path.
@@ -61,6 +64,8 @@ class PrelaunchedKernel:
             function adds ``JPY_PARENT_PID``).
         connection_info: what it read on standard input (str values; ports as int).
         process: the running process (a child of the gateway process, in a session of its own).
+        output_fd: the read end of the pipe that is its stdout and stderr; whoever reads it
+            closes it (the gateway's `KernelOutputPipes`), -1 when there is none.
         taken: set once a kernel manager owns the process; from then on the kernel manager
             stops it, never `discard`.
     """
@@ -70,6 +75,7 @@ class PrelaunchedKernel:
     env: dict[str, str]
     connection_info: dict[str, Any]
     process: subprocess.Popen[bytes]
+    output_fd: int = field(default=-1)
     taken: bool = field(default=False)
 
     def differences(self, argv: list[str], env: dict[str, str], connection_info: dict[str, Any],
@@ -128,14 +134,15 @@ def prelaunch_kernel(environ: dict[str, str] | None = None) -> PrelaunchedKernel
 
     Call it in the gateway process before importing Jupyter Server, after the process
     hardened itself (the kernel inherits the session keyring), while fd 0 may still be the
-    listening socket (the kernel's stdin is a pipe and no other descriptor is inherited).
+    listening socket (the kernel's stdin is a pipe, its stdout and stderr another, and no
+    other descriptor is inherited).
 
     Args:
         environ: the gateway's environment; `os.environ` by default.
 
     Returns:
         The running kernel process; the caller must `PrelaunchedKernel.discard` it unless a
-        kernel manager takes it.
+        kernel manager takes it, and read and close its ``output_fd``.
 
     Raises:
         LookupError: ``JUPYTER_PATH`` or ``JUPYTER_RUNTIME_DIR`` is not set (the supervisor sets
@@ -175,17 +182,26 @@ def prelaunch_kernel(environ: dict[str, str] | None = None) -> PrelaunchedKernel
     env = {name: value for name, value in environ.items() if name not in _REMOVED_ENV}
     env["KERNEL_GATEWAY"] = "1"
     connection_info = _new_connection_info()
-    read_end = connection_info_pipe(connection_info)
+    output_read, output_write = os.pipe()  # as `KernelOutputPipes.open`
     try:
-        process = subprocess.Popen(  # what jupyter_client's launch_kernel runs on POSIX
-            argv,
-            stdin=read_end,
-            env={**env, "JPY_PARENT_PID": str(os.getpid())},
-            start_new_session=True,
-        )
+        read_end = connection_info_pipe(connection_info)
+        try:
+            process = subprocess.Popen(  # what jupyter_client's launch_kernel runs on POSIX
+                argv,
+                stdin=read_end,
+                stdout=output_write,
+                stderr=output_write,
+                env={**env, "JPY_PARENT_PID": str(os.getpid())},
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+    except BaseException:
+        os.close(output_read)
+        raise
     finally:
-        os.close(read_end)
-    return PrelaunchedKernel(kernel_id, argv, env, connection_info, process)
+        os.close(output_write)
+    return PrelaunchedKernel(kernel_id, argv, env, connection_info, process, output_fd=output_read)
 
 
 def connection_info_pipe(info: dict[str, Any]) -> int:

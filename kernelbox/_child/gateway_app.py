@@ -21,6 +21,10 @@ possibly inside the OS sandbox. It differs from ``jupyter kernelgateway`` in six
   start that would be served from the warm pool takes that process over
   (`PrelaunchedKernelProvisioner`) once it has checked that the process was started exactly as
   that start would start it. Any other first start, and the gateway's stop, kill it.
+- **Kernel output on pipes of its own.** Kernels do not inherit this process's stdout/stderr
+  (the supervisor reads them as the gateway's log): each kernel process writes to a pipe of
+  its own, read here and passed on escaped, cut and rate-limited, as kernel output records
+  that the supervisor never takes for the gateway's own (`kernelbox._child.kernel_output`).
 - **Lifeline.** When the supervisor dies, the read end of our stdout/stderr pipe closes and
   ``poll()`` on our write end reports ``POLLERR``; we then shut down as on SIGTERM, so no
   gateway or kernel outlives a SIGKILLed supervisor.
@@ -95,11 +99,14 @@ from kernel_gateway.services.kernels.manager import (
     SeedingMappingKernelManager,
 )
 from tornado import httpserver, web
+from tornado.ioloop import IOLoop
 from tornado.log import access_log
 from traitlets import Float, Integer, default
 
+from kernelbox._child._hardening import landlock_abi
 from kernelbox._child._prelaunch import PrelaunchedKernel, connection_info_pipe
 from kernelbox._child.activity import IOPubStream, KernelActivity
+from kernelbox._child.kernel_output import KernelOutputPipes
 from kernelbox._child.kernel_websocket import (
     POOL_REFILL_ATTRIBUTE,
     PRIMED_ATTRIBUTE,
@@ -191,6 +198,8 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
         self.provisioner = provisioner
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        """Launch with the connection info on a pipe as stdin, and stdout and stderr on a pipe
+        of the kernel's own, read by the kernel manager's `KernelOutputPipes`."""
         info = {
             name: value.decode("ascii") if isinstance(value, bytes) else value
             for name, value in self.get_connection_info().items()
@@ -198,11 +207,26 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
         # For kernels that are tenants of their own (`kernel_launcher --tenant`): their
         # directories are named by it. The launcher removes it before ipykernel sees the info.
         info["kernel_id"] = self.kernel_id
-        read_end = connection_info_pipe(info)
+        pipes: KernelOutputPipes = self.parent.kernel_output
+        output_read, output_write = pipes.open()
         try:
-            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdin": read_end})
+            read_end = connection_info_pipe(info)
+            try:
+                await super()._async_launch_kernel(
+                    kernel_cmd, **{**kw, "stdin": read_end, "stdout": output_write, "stderr": output_write}
+                )
+            finally:
+                os.close(read_end)
+        except BaseException:
+            os.close(output_read)
+            raise
         finally:
-            os.close(read_end)
+            os.close(output_write)
+        if getattr(self.provisioner, "took_over_prelaunched", False):
+            # The pre-launched process keeps the pipe it was started with (already watched).
+            os.close(output_read)
+            return
+        pipes.watch(self.kernel_id, output_read, getattr(self.provisioner, "process", None))
 
 
 class PrelaunchedKernelProvisioner(LocalProvisioner):
@@ -217,6 +241,9 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
     """
 
     prelaunched: PrelaunchedKernel | None = None
+    # Whether the last launch took the pre-launched process over (then the launch's own
+    # stdout/stderr pipe is unused: the process writes to the one it was started with).
+    took_over_prelaunched: bool = False
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         if self.prelaunched is not None:
@@ -232,11 +259,15 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         prelaunched, self.prelaunched = self.prelaunched, None
+        self.took_over_prelaunched = False
         if prelaunched is None:
             return await super().launch_kernel(cmd, **kwargs)
         scrubbed = LocalProvisioner._scrub_kwargs(kwargs)
         env = scrubbed.pop("env", None)
         scrubbed.pop("stdin", None)  # the same connection info line, checked below
+        # A new output pipe (`PrivateConnectionKernelManager`): the process has one of its own.
+        scrubbed.pop("stdout", None)
+        scrubbed.pop("stderr", None)
         found = prelaunched.differences(cmd, env or {}, dict(self.connection_info), scrubbed)
         if env is None:
             found.append("env (none given)")
@@ -252,6 +283,7 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
             prelaunched.discard()
             return await super().launch_kernel(cmd, **kwargs)
         prelaunched.taken = True
+        self.took_over_prelaunched = True
         self.process = prelaunched.process
         self.pid = self.process.pid
         try:
@@ -310,6 +342,11 @@ class PooledKernelManager(SeedingMappingKernelManager):
         # offered to the first kernel start only, then taken over or killed.
         self.prelaunched: PrelaunchedKernel | None = None
         self._taking_over: dict[str, PrelaunchedKernel] = {}
+        # Every kernel process's stdout/stderr pipe (`kernelbox._child.kernel_output`), passed
+        # on only when the gateway logs at DEBUG. The app's `log_level` decides that: traitlets
+        # leaves its logger at DEBUG and sets the level on the handler.
+        log_level = getattr(self.parent, "log_level", logging.INFO)
+        self.kernel_output = KernelOutputPipes(forward=isinstance(log_level, int) and log_level <= logging.DEBUG)
 
     def _offer_prelaunched(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The first kernel start's arguments, naming the pre-launched kernel when it may take it.
@@ -332,9 +369,17 @@ class PooledKernelManager(SeedingMappingKernelManager):
         return {**kwargs, "kernel_id": prelaunched.kernel_id}
 
     def hold_prelaunched(self, prelaunched: PrelaunchedKernel) -> None:
-        """Keep `prelaunched` for the first kernel start; its ports count as taken meanwhile."""
+        """Keep `prelaunched` for the first kernel start; its ports count as taken meanwhile.
+
+        Its output pipe is read from the event loop's start (this runs before it), as the
+        output of the kernel id the process gets when it is taken over.
+        """
         self.prelaunched = prelaunched
         LocalPortCache.instance().currently_used_ports.update(prelaunched.ports)
+        if prelaunched.output_fd >= 0:
+            IOLoop.current().add_callback(
+                self.kernel_output.watch, prelaunched.kernel_id, prelaunched.output_fd, prelaunched.process
+            )
 
     def take_prelaunched(self, kernel_id: str) -> PrelaunchedKernel | None:
         """The pre-launched kernel offered to the start of `kernel_id`, once; else None."""
@@ -550,7 +595,10 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
 
     async def _stop(self) -> None:
         self.kernel_manager.discard_prelaunched()
-        await super()._stop()
+        try:
+            await super()._stop()
+        finally:
+            self.kernel_manager.kernel_output.close_all()
 
     def init_signal(self) -> None:
         # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
@@ -666,6 +714,19 @@ def _skip_empty_ipython_kernel_dir(kernel_spec_manager: Any) -> None:
     kernel_spec_manager.kernel_dirs = jupyter_path("kernels")
 
 
+def _warn_without_landlock(app: KernelGatewayApp) -> None:
+    """Say once, in the gateway's own log, what is open when kernels cannot have Landlock.
+
+    Each kernel also prints it (`kernelbox._child.kernel_launcher`), but kernel output is not
+    gateway log (`kernelbox._child.kernel_output`): it reaches the log only at DEBUG.
+    """
+    if sys.platform.startswith("linux") and landlock_abi() == 0:
+        app.log.warning(
+            "Landlock is unavailable in this Linux kernel: during its ~50 ms start-up each kernel "
+            "is reachable by sibling kernels of the same gateway"
+        )
+
+
 def _config_argv(config: dict[str, Any]) -> list[str]:
     argv = [
         "--KernelGatewayApp.api=kernel_gateway.jupyter_websocket",
@@ -717,6 +778,7 @@ def main(argv: list[str] | None = None, prelaunched: PrelaunchedKernel | None = 
     app.initialize(_config_argv(config))
     app.log.addFilter(_ConnectionChatterFilter())
     _skip_empty_ipython_kernel_dir(app.kernel_spec_manager)
+    _warn_without_landlock(app)
     if prelaunched is not None:
         app.kernel_manager.hold_prelaunched(prelaunched)
         app.log.info("Pre-launched kernel [pid %d] waits for the first kernel start", prelaunched.process.pid)

@@ -8,6 +8,13 @@ to the process group, SIGKILL to the group, then SIGKILL to whatever of the tree
 
 Every failure of the background work ends up in `Supervisor.failure`, logged once and raised
 by `KernelGateway.join()`; none is dropped.
+
+The gateway's log pipe (its stdout and stderr) carries two kinds of lines: the gateway's own
+records (``[I 12:00:00.000 KernelGatewayApp] ...``, logged under ``kernelbox.gateway`` at the
+level their prefix names), and kernel output records that the gateway writes for its kernels
+(``[K <kernel id>] ...``, see `kernelbox._child.kernel_output`), logged under
+``kernelbox.kernel`` at DEBUG whatever they say. Kernels never write to this pipe: each has a
+pipe of its own, read by the gateway.
 """
 
 from __future__ import annotations
@@ -29,21 +36,25 @@ import anyio.abc
 import httpx
 import psutil
 
+from .._child.kernel_output import parse_record
 from .._errors import GatewayExitedError, GatewayStartError, KernelboxError
 from .._tasks import BackgroundTask
 from ._cgroups import protect_from_oom_killer
 from ._launch import Launch
 
 logger = logging.getLogger("kernelbox.gateway")
+# Kernel output the gateway passes on (only while it logs at DEBUG), always logged at DEBUG.
+kernel_logger = logging.getLogger("kernelbox.kernel")
 
 __all__ = ["GatewayRestart", "State", "Supervisor"]
 
 LOG_TAIL_LINES = 50
-# A gateway log line longer than this is cut (kernel code can write to the log pipe).
+# A gateway log line longer than this is cut (a traceback may quote anything at length).
 MAX_LOG_LINE_BYTES = 16 * 1024
 RESTART_BACKOFF_SECONDS = 0.5
 MAX_RESTART_BACKOFF_SECONDS = 10.0
-# After the gateway exits, how long to keep reading its log (kernels may hold the pipe open).
+# After the gateway exits, how long to keep reading its log (the sandbox's processes, srt,
+# bwrap and socat, may hold the pipe open a little longer).
 LOG_DRAIN_SECONDS = 0.5
 # How long to wait for SIGKILLed leftovers of an exited gateway process to be gone.
 LEFTOVER_KILL_SECONDS = 5.0
@@ -344,8 +355,7 @@ class Supervisor:
     async def _pump_log(self, process: anyio.abc.Process) -> None:
         """Read the gateway's log pipe line by line, each line cut at `MAX_LOG_LINE_BYTES`.
 
-        Kernels inherit the pipe (kernel code can write to it), so what comes through is
-        bounded here: a line without end costs at most `MAX_LOG_LINE_BYTES` of memory.
+        A line without end costs at most `MAX_LOG_LINE_BYTES` of memory.
         """
         assert process.stdout is not None
         buffered = b""
@@ -368,6 +378,18 @@ class Supervisor:
     def _record_log_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip()
         if not line:
+            return
+        kernel_output = parse_record(line)
+        if kernel_output is not None:
+            # Not in `log_tail`: that is the gateway's own last words, for its errors.
+            if self._log_to_stderr:
+                print(line, file=sys.stderr, flush=True)
+            elif kernel_output.note:
+                kernel_logger.debug("Kernel %s: %s", kernel_output.kernel_id, kernel_output.text,
+                                    extra={"kernel_id": kernel_output.kernel_id})
+            else:
+                kernel_logger.debug("[kernel %s] %s", kernel_output.kernel_id, kernel_output.text,
+                                    extra={"kernel_id": kernel_output.kernel_id})
             return
         self.log_tail.append(line)
         if self._log_to_stderr:
