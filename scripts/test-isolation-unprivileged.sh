@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run tests/test_isolation.py as an unprivileged user, as a normal (non-root) kernelbox user
+# Run the isolation tests (the files named below) as an unprivileged user, as a normal (non-root) kernelbox user
 # would: the sandbox then runs as that user's own uid, and limits that need root must be
 # refused clearly. Needs root (to create the user); used by `make test-isolation-unprivileged`.
 #
@@ -14,7 +14,7 @@ log() { printf 'test-isolation-unprivileged: %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
     log "already unprivileged: running the tests as $(id -un)"
-    exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_isolation_view.py "$@"
+    exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_isolation_view.py tests/test_host_writes_sandbox.py tests/test_terminal_output.py tests/test_kernel_output_pipe.py "$@"
 fi
 if ! id -u "$TESTER" >/dev/null 2>&1; then
     log "useradd --system --no-create-home --shell /usr/sbin/nologin $TESTER"
@@ -34,4 +34,4 @@ for target in "$PWD" "$(readlink -f "$PYTHON")" "$(readlink -f .tools/srt)"; do
     done
 done
 exec runuser -u "$TESTER" -- env -i PATH="$PATH" HOME=/tmp CI="${CI:-}" PYTHONDONTWRITEBYTECODE=1 \
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_isolation_view.py "$@"
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_isolation.py tests/test_isolation_view.py tests/test_host_writes_sandbox.py tests/test_terminal_output.py tests/test_kernel_output_pipe.py "$@"
