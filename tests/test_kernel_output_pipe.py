@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import psutil
 import pytest
 from helpers.sandbox_dirs import sandbox_work_dir
@@ -315,6 +316,32 @@ async def test_no_kernel_shares_the_gateways_log_pipe_and_forgeries_log_nothing(
                 if r.name == "kernelbox.kernel" and kernel_id in r.message]
     for name, result in results.items():
         assert result.text is not None and f"{tag}-fd1" in result.text and f"{tag}-sub-err" in result.text, name
+
+
+async def test_a_restarted_kernel_writes_to_a_new_pipe_and_the_old_one_is_closed(
+    debug_gateway: KernelGateway, capture: Capture, tmp_path: Path
+) -> None:
+    assert debug_gateway.pid is not None
+    nonce = uuid.uuid4().hex[:12]
+    with anyio.fail_after(TEST_TIMEOUT_SECONDS):
+        async with _client(debug_gateway, tmp_path) as client:
+            before = await _pipes(client)
+            headers = {"Authorization": f"token {debug_gateway.token}"}
+            async with httpx.AsyncClient(trust_env=False, headers=headers, timeout=WAIT_SECONDS) as http:
+                response = await http.post(f"{debug_gateway.url}/api/kernels/{client.kernel_id}/restart")
+                assert response.status_code == 200, response.text
+            after = await _pipes(client)
+            assert after["pid"] != before["pid"]
+            assert after["stdout"] != before["stdout"] and after["stdout"] == after["stderr"]
+            # The old process's pipe is closed once it ended; the new one is read, same kernel id.
+            with anyio.fail_after(WAIT_SECONDS):
+                while before["stdout"] in _pipe_inodes(debug_gateway.pid):
+                    await anyio.sleep(POLL_SECONDS)  # polling the gateway's descriptors for a condition
+            assert after["stdout"] in _pipe_inodes(debug_gateway.pid)
+            await client.execute(f"import os\nos.write(1, ('restarted-' + {nonce!r} + '\\n').encode())")
+            await capture.wait_for(lambda: capture.containing(f"restarted-{nonce}"), "the new process's output")
+            [record] = capture.containing(f"restarted-{nonce}")
+            assert record.name == "kernelbox.kernel" and record.message == f"[kernel {client.kernel_id}] restarted-{nonce}"
 
 
 # -- a flood ---------------------------------------------------------------------------------
