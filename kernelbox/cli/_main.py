@@ -33,6 +33,9 @@ from ._cells import split_cells
 logger = logging.getLogger("kernelbox.cli")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# The watchdog is fed only when the gateway answered the supervisor's liveness probe (every
+# 2 s) at most this many seconds ago.
+WATCHDOG_FRESH_SECONDS = 5.0
 
 
 def _gateway_from_args(
@@ -160,8 +163,11 @@ async def _serve(args: argparse.Namespace) -> int:
                             return
 
                     async def keep_watchdog_fed(interval: float) -> None:
+                        # Fed only right after the gateway answered the supervisor's liveness
+                        # probe (every 2 s): a hung or restarting gateway stops the pings.
                         while True:
-                            if gateway.state in ("running", "restarting"):
+                            age = gateway.seconds_since_answer
+                            if gateway.state == "running" and age is not None and age <= WATCHDOG_FRESH_SECONDS:
                                 notifier.notify(WATCHDOG=1)
                             await anyio.sleep(interval)  # a period, not a readiness signal
 

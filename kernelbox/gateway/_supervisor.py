@@ -9,6 +9,12 @@ to the process group, SIGKILL to the group, then SIGKILL to whatever of the tree
 Every failure of the background work ends up in `Supervisor.failure`, logged once and raised
 by `KernelGateway.join()`; none is dropped.
 
+Liveness is checked, not assumed: while the gateway runs, the supervisor asks it ``GET /api``
+every `LIVENESS_INTERVAL_SECONDS`. A gateway that has not answered for `HUNG_AFTER_SECONDS`
+(stopped, its event loop blocked) is killed with its whole process tree and restarted by the
+restart policy, on the same socket; `Supervisor.last_answer` tells when it last answered (the systemd watchdog
+of ``kernelbox serve`` is fed from it).
+
 The gateway's log pipe (its stdout and stderr) carries two kinds of lines: the gateway's own
 records (``[I 12:00:00.000 KernelGatewayApp] ...``, logged under ``kernelbox.gateway`` at the
 level their prefix names), and kernel output records that the gateway writes for its kernels
@@ -56,6 +62,10 @@ MAX_RESTART_BACKOFF_SECONDS = 10.0
 # After the gateway exits, how long to keep reading its log (the sandbox's processes, srt,
 # bwrap and socat, may hold the pipe open a little longer).
 LOG_DRAIN_SECONDS = 0.5
+# Liveness: how often the running gateway is asked, and how long without any answer makes it
+# hung (then killed and restarted: back within ~12 s). One request waits at most until then.
+LIVENESS_INTERVAL_SECONDS = 2.0
+HUNG_AFTER_SECONDS = 8.0
 # How long to wait for SIGKILLed leftovers of an exited gateway process to be gone.
 LEFTOVER_KILL_SECONDS = 5.0
 
@@ -140,6 +150,10 @@ class Supervisor:
         self.state: State = "new"
         self.process: anyio.abc.Process | None = None
         self.restart_count = 0
+        # Liveness (see the module docstring): when the gateway last answered (anyio's clock),
+        # and how many times it was killed as hung.
+        self.last_answer: float | None = None
+        self.hung_count = 0
         self.failure: GatewayExitedError | None = None
         self.finished = anyio.Event()
         self.log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
@@ -191,6 +205,7 @@ class Supervisor:
         The tree is also remembered: if the process dies, its descendants are no longer
         reachable from it (see `_kill_leftovers`).
         """
+        self.last_answer = anyio.current_time()
         self._tree = _process_tree(process.pid)
         if self._protect_from_oom:
             protect_from_oom_killer(process.pid)
@@ -325,11 +340,47 @@ class Supervisor:
             tg.start_soon(pump)
             if self.state == "restarting":
                 tg.start_soon(self._confirm_restart, process)
+            tg.start_soon(self._watch_liveness, process)
             returncode = await process.wait()
             with anyio.move_on_after(LOG_DRAIN_SECONDS):
                 await pump_done.wait()
             tg.cancel_scope.cancel()
         return returncode
+
+    async def _watch_liveness(self, process: anyio.abc.Process) -> None:
+        """Ask the running gateway for an answer periodically; kill it when it is hung.
+
+        Runs beside `process` until it exits. Only while the state is ``running`` and this is
+        the current process: a restart under way is bounded by its own readiness wait.
+        """
+        headers = {"Authorization": f"token {self._token}"}
+        self.last_answer = anyio.current_time()
+        async with httpx.AsyncClient(timeout=HUNG_AFTER_SECONDS, trust_env=False) as http:
+            while process.returncode is None:
+                await anyio.sleep(LIVENESS_INTERVAL_SECONDS)  # a probing period, not a readiness signal
+                if self.state != "running" or self.process is not process:
+                    self.last_answer = anyio.current_time()
+                    continue
+                left = HUNG_AFTER_SECONDS - (anyio.current_time() - self.last_answer)
+                with anyio.move_on_after(max(left, 0.1)):
+                    try:
+                        response = await http.get(f"{self._probe_url()}/api", headers=headers)
+                        if response.status_code == 200:
+                            self.last_answer = anyio.current_time()
+                    except httpx.HTTPError:
+                        pass  # counted below: no answer
+                silent = anyio.current_time() - self.last_answer
+                if silent >= HUNG_AFTER_SECONDS and self.state == "running" and self.process is process:
+                    logger.error(
+                        "Gateway [pid %d] has not answered for %.0fs (stopped, or its event loop is "
+                        "blocked); killing it to restart it", process.pid, silent,
+                    )
+                    self.hung_count += 1
+                    # Its whole tree: an unsandboxed gateway's kernels are in sessions of their own.
+                    tree = await anyio.to_thread.run_sync(_process_tree, process.pid)
+                    signal_group(process.pid, signal.SIGKILL)
+                    await anyio.to_thread.run_sync(_reap_tree, tree, 0, LEFTOVER_KILL_SECONDS)
+                    return
 
     async def _confirm_restart(self, process: anyio.abc.Process) -> None:
         try:

@@ -320,6 +320,16 @@ class KernelGateway:
         return self._supervisor.state
 
     @property
+    def seconds_since_answer(self) -> float | None:
+        """Seconds since the gateway last answered the supervisor's liveness probe (``GET /api``,
+        every 2 s while running), or None before it first answered. A gateway silent for 8 s
+        is killed and restarted; ``kernelbox serve`` feeds systemd's watchdog from this."""
+        supervisor = self._supervisor
+        if supervisor is None or supervisor.last_answer is None:
+            return None
+        return anyio.current_time() - supervisor.last_answer
+
+    @property
     def restart_count(self) -> int:
         """How many times the supervisor has restarted the gateway after it exited."""
         return self._supervisor.restart_count if self._supervisor is not None else 0
