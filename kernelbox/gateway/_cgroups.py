@@ -30,7 +30,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CgroupLimits", "GatewayCgroups", "cgroup_support", "nproc_limited", "protect_from_oom_killer"]
+__all__ = [
+    "CgroupLimits",
+    "GatewayCgroups",
+    "cgroup_support",
+    "is_running",
+    "nproc_limited",
+    "owner_pid",
+    "protect_from_oom_killer",
+]
 
 logger = logging.getLogger("kernelbox.gateway")
 
@@ -155,6 +163,8 @@ class GatewayCgroups:
 
     def _create_one(self, controller: str, value: int, name: str) -> Path:
         found = _hierarchy(controller)
+        if not isinstance(found, str) and os.geteuid() == 0:
+            _sweep_orphaned_groups(found.mount / found.group)
         option = "memory_limit" if controller == "memory" else "pids_limit"
         if isinstance(found, str):
             raise OSError(f"{option} cannot be enforced: {found}")
@@ -213,6 +223,45 @@ class GatewayCgroups:
             except OSError as exc:
                 logger.warning("Could not remove the gateway's cgroup %s: %s", path, exc.strerror)
         self.paths = []
+
+
+def owner_pid(name: str) -> int | None:
+    """The supervisor pid in a ``kernelbox-<pid>-<random>`` name (cgroups, state directories)."""
+    parts = name.split("-")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+
+
+def _sweep_orphaned_groups(parent: Path) -> None:
+    """Remove the groups of supervisors that died without removing them (e.g. SIGKILLed).
+
+    A group ``kernelbox-<pid>-*`` whose ``<pid>`` is no longer running is a leftover: what is
+    still in it is killed and it is removed, as at a stop. A pid reused by another process
+    keeps its groups until that one exits: harmless, and never a live supervisor's loss.
+    """
+    try:
+        candidates = [path for path in parent.glob("kernelbox-*-*") if path.is_dir()]
+    except OSError:
+        return
+    for path in candidates:
+        pid = owner_pid(path.name)
+        if pid is None or pid == os.getpid() or is_running(pid):
+            continue
+        leftover = GatewayCgroups(CgroupLimits())
+        leftover.paths = [path]
+        leftover.remove()  # logs why, if it cannot
+        if not path.exists():
+            logger.info("Removed the cgroup %s left by a supervisor that no longer runs [pid %d]", path, pid)
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process with this pid exists (any user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def nproc_limited(argv: list[str], limit: int, uid: int | None) -> list[str]:

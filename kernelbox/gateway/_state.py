@@ -7,11 +7,17 @@ directory), removed when the gateway stops.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ._cgroups import is_running, owner_pid
+
+logger = logging.getLogger("kernelbox.gateway")
 
 __all__ = [
     "KERNEL_OPTIONS",
@@ -21,6 +27,7 @@ __all__ = [
     "TenantView",
     "create_state_dir",
     "remove_state_dir",
+    "sweep_orphaned_state_dirs",
     "write_kernelspec",
 ]
 
@@ -60,11 +67,37 @@ class TenantView:
         }, indent=1)
 
 
+STATE_DIR_PREFIX = "kernelbox-gateway-"
+
+
 def create_state_dir() -> Path:
-    """Create a new private state directory (mode 0700) with its ``runtime`` subdirectory."""
-    state_dir = Path(tempfile.mkdtemp(prefix="kernelbox-gateway-"))
+    """Create a new private state directory (mode 0700) with its ``runtime`` subdirectory.
+
+    Named ``kernelbox-gateway-<supervisor pid>-<random>`` in the system's temporary directory.
+    State directories of this user whose supervisor no longer runs (it was SIGKILLed before it
+    could remove them) are removed first. Blocking: call it in a worker thread.
+    """
+    sweep_orphaned_state_dirs()
+    state_dir = Path(tempfile.mkdtemp(prefix=f"{STATE_DIR_PREFIX}{os.getpid()}-"))
     (state_dir / "runtime").mkdir()
     return state_dir
+
+
+def sweep_orphaned_state_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove this user's state directories whose supervisor no longer runs; return them."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    removed = []
+    for path in parent.glob(f"{STATE_DIR_PREFIX}*-*"):
+        pid = owner_pid(path.name)
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid is not None and pid != os.getpid() and not is_running(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            logger.info("Removed the state directory %s left by a supervisor that no longer runs [pid %d]", path, pid)
+    return removed
 
 
 def remove_state_dir(state_dir: Path) -> None:

@@ -386,7 +386,7 @@ class KernelGateway:
                     self._cgroups.create()
                 except OSError as exc:
                     raise GatewayStartError(str(exc)) from exc
-            self._state_dir = create_state_dir()
+            self._state_dir = await anyio.to_thread.run_sync(create_state_dir)
             self._supervisor = Supervisor(
                 prepare=self._prepare_launch,
                 listen_fd=self._socket.fileno(),
