@@ -7,11 +7,12 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers.results import add_rich_and_save
 
 import kernelbox
 from kernelbox._errors import ExecutionError, ExecutionTimeoutError
 from kernelbox.cli._cells import split_cells
-from kernelbox.client._results import ResultBuilder, strip_ansi
+from kernelbox.client._results import ExecutionResult, ResultBuilder, strip_ansi
 from kernelbox.gateway._env import kernel_env, validate_env
 
 pytestmark = pytest.mark.unit
@@ -44,9 +45,9 @@ def test_split_cells_without_markers_is_one_cell() -> None:
 def test_result_text_orders_streams_and_displays(tmp_path: Path) -> None:
     builder = ResultBuilder(tmp_path)
     builder.add_stream("stdout", "a")
-    builder.add_rich_and_save("display_data", {"data": {"text/plain": "D"}})
+    add_rich_and_save(builder, "display_data", {"data": {"text/plain": "D"}})
     builder.add_stream("stderr", "warn\n")
-    builder.add_rich_and_save("execute_result", {"data": {"text/plain": "R"}, "execution_count": 7})
+    add_rich_and_save(builder, "execute_result", {"data": {"text/plain": "R"}, "execution_count": 7})
     result = builder.build()
     assert result.text == "a\nD\nwarn\nR"
     assert result.stdout == "a"
@@ -59,8 +60,8 @@ def test_images_are_saved_with_the_right_extension_and_never_collide(tmp_path: P
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
     builder = ResultBuilder(tmp_path / "images")
     for _ in range(3):
-        builder.add_rich_and_save("display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}})
-    builder.add_rich_and_save("display_data", {"data": {"image/svg+xml": "<svg/>"}})
+        add_rich_and_save(builder, "display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}})
+    add_rich_and_save(builder, "display_data", {"data": {"image/svg+xml": "<svg/>"}})
     result = builder.build()
     assert len({p.name for p in result.images}) == 4
     assert [p.suffix for p in result.images] == [".png", ".png", ".png", ".svg"]
@@ -168,13 +169,20 @@ def test_results_are_immutable(tmp_path: Path) -> None:
 
     builder = ResultBuilder(tmp_path)
     builder.add_stream("stdout", "hi\n")
-    builder.add_rich_and_save("display_data", {"data": {"text/plain": "D"}})
+    add_rich_and_save(builder, "display_data", {"data": {"text/plain": "D"}})
     result = builder.build()
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.text = "changed"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.images = []  # type: ignore[misc]
     with pytest.raises(TypeError):
         result.outputs[0].data["text/plain"] = "changed"  # type: ignore[index]
-    assert isinstance(result.images, tuple) and isinstance(result.outputs, tuple)
+    assert isinstance(result.outputs, tuple)
+    # `images` is a list, as in the API kept compatible, and the result's own copy.
+    given = [tmp_path / "a.png"]
+    copied = ExecutionResult(text=None, images=given)
+    given.append(tmp_path / "b.png")
+    assert isinstance(copied.images, list) and copied.images == [tmp_path / "a.png"]
 
 
 def test_rich_output_counts_against_the_output_limit(tmp_path: Path) -> None:

@@ -455,14 +455,6 @@ class ResultBuilder:
         self._pieces[slot] = separated
         return OutputChunk(separated, output.type, output)
 
-    def add_rich_and_save(self, msg_type: str, content: Mapping[str, Any]) -> OutputChunk | None:
-        """`add_rich`, `save_images` and `complete_rich` in one step (blocking I/O; for tests and sync use)."""
-        handle = self.add_rich(msg_type, content)
-        if handle is None:
-            return None
-        images, problems = save_images(self.pending_output(handle).data, self.images_dir)
-        return self.complete_rich(handle, images, problems)
-
     def build(self) -> ExecutionResult:
         text = "".join(self._pieces).strip()
         return ExecutionResult(
