@@ -392,10 +392,8 @@ print("SNIFFED-VICTIM-OUTPUT" if b"victim-secret-output" in sniffed else "sniffe
 """
 
 VICTIM_CODE = """
-import time
 for i in range(10):
     print("victim-secret-output", i, flush=True)
-    time.sleep(0.2)   # output over two seconds, each line a message of its own
 """
 
 KERNEL_PORTS_CODE = """

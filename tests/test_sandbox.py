@@ -4,13 +4,22 @@ One sandboxed gateway and kernel (``default`` preset) is shared by the module's 
 ``pypi`` preset and the process-cleanup check get gateways of their own. Runs under asyncio
 only: the sandbox is the subject here, and the backends are covered by the other modules.
 
+Each escape test asserts that the attempt was really made (it got the answer of the
+protection: the proxy's 403, no route, a read-only file system, a hidden file) and, where
+one exists, runs a positive control: the same code outside the sandbox as the sandbox's uid
+(`helpers.outside_sandbox`), or the same code inside against a target that is allowed. The
+host paths it attacks belong to the sandbox's uid, so file permissions alone would let it in.
+
 Outside CI a machine that cannot sandbox skips these tests with the reason; in CI
 (``CI=true``) they fail instead, so a CI run can never pass without exercising the sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import json
 import os
 import signal
 import socket
@@ -26,6 +35,7 @@ import anyio
 import anyio.abc
 import psutil
 import pytest
+from helpers.outside_sandbox import run_as_sandbox_user
 from helpers.sandbox_dirs import sandbox_work_dir
 
 from kernelbox import ExecutionResult, KernelClient, KernelGateway, KernelStoppedError, SandboxUnavailableError
@@ -130,8 +140,7 @@ async def _serve(
             await stop.wait()
 
 
-def _make_fake_home(root: Path) -> Path:
-    home = root / "home"
+def _make_fake_home(home: Path) -> Path:
     for relative in FAKE_CREDENTIAL_FILES:
         path = home / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,17 +153,21 @@ async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[San
     """One sandboxed gateway + kernel; HOME is a fake home holding fake credentials.
 
     The supervisor's HOME and a secret are set only while the gateway starts: that is when
-    kernelbox reads them (``~`` expands to this HOME; the kernel environment is built).
+    kernelbox reads them (``~`` expands to this HOME; the kernel environment is built). The
+    fake home and the ``outside`` directory belong to the sandbox's uid (`sandbox_work_dir`),
+    as a normal user's home does: only the sandbox stands between the kernel and them.
     """
     root = tmp_path_factory.mktemp("sandbox")
-    with sandbox_work_dir() as work:
-        box = {"work": work, "images": root / "images", "outside": root / "outside"}
+    with contextlib.ExitStack() as dirs:
+        work = dirs.enter_context(sandbox_work_dir())
+        outside = dirs.enter_context(sandbox_work_dir(prefix="kernelbox-test-outside-"))
+        home = dirs.enter_context(sandbox_work_dir(prefix="kernelbox-test-home-"))
+        box = {"work": work, "images": root / "images", "outside": outside}
         box["images"].mkdir()
-        box["outside"].mkdir()
         (work / ".env").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
         (work / "sub").mkdir()
         (work / "sub" / ".env.local").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
-        fake_home = _make_fake_home(root)
+        fake_home = _make_fake_home(home)
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             with pytest.MonkeyPatch.context() as patch:
@@ -180,7 +193,8 @@ async def run(sandbox: Sandbox, code: str, timeout: float = EXECUTE_TIMEOUT_SECO
     "url", ["http://example.com/", "https://example.com/", "https://pypi.org/simple/"]
 )
 async def test_http_to_a_host_not_on_the_allow_list_is_refused(sandbox: Sandbox, url: str) -> None:
-    # The host is refused by srt's proxy by name (403), before any lookup or connection.
+    # The host is refused by srt's proxy by name (403), before any lookup or connection: the
+    # 403 is the proof that the request reached the proxy and was refused there.
     text = await run(
         sandbox,
         f"""
@@ -197,139 +211,177 @@ async def test_http_to_a_host_not_on_the_allow_list_is_refused(sandbox: Sandbox,
 
 
 async def test_dns_lookups_fail(sandbox: Sandbox) -> None:
+    # The control, in the same cell: the resolver works (localhost, from /etc/hosts); only
+    # names that need a DNS server fail.
     text = await run(
         sandbox,
         """
         import socket
-        for name in ("example.com", "pypi.org"):
+        for name in ("example.com", "pypi.org", "localhost"):
             try:
-                print("RESOLVED", name, socket.getaddrinfo(name, 443)[0][4])
+                print("RESOLVED", name, socket.getaddrinfo(name, 443)[0][4][0])
             except OSError as exc:
                 print("FAILED", name, type(exc).__name__)
         """,
     )
-    assert "RESOLVED" not in text, text
-    assert text.count("FAILED") == 2, text
+    assert text.splitlines() == ["FAILED example.com gaierror", "FAILED pypi.org gaierror", "RESOLVED localhost 127.0.0.1"], text
 
 
 async def test_direct_connections_bypassing_the_proxy_fail(sandbox: Sandbox) -> None:
+    # No route out of the sandbox's network namespace (ENETUNREACH at once, not a timeout);
+    # the control, in the same cell: the same call reaches a server on the sandbox's loopback.
     text = await run(
         sandbox,
         """
         import socket
-        for address in (("1.1.1.1", 443), ("8.8.8.8", 53)):
+        server = socket.create_server(("127.0.0.1", 0))
+        for address in (("1.1.1.1", 443), ("8.8.8.8", 53), server.getsockname()):
             try:
                 socket.create_connection(address, timeout=5).close()
-                print("CONNECTED", address)
+                print("CONNECTED", address[1])
             except OSError as exc:
-                print("FAILED", address, type(exc).__name__)
+                print("FAILED", address[1], exc.errno)
+        server.close()
         """,
     )
-    assert "CONNECTED" not in text, text
-    assert text.count("FAILED") == 2, text
+    lines = text.splitlines()
+    assert lines[:2] == [f"FAILED 443 {errno.ENETUNREACH}", f"FAILED 53 {errno.ENETUNREACH}"], text
+    assert lines[2].startswith("CONNECTED"), text
 
 
 async def test_a_server_on_the_host_loopback_is_unreachable(sandbox: Sandbox) -> None:
+    connect = "socket.create_connection(('127.0.0.1', {port}), timeout=5).close()"
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.setblocking(False)
         port = server.getsockname()[1]
         text = await run(
             sandbox,
             f"""
-            import os, socket, urllib.request
+            import base64, os, socket
+            from urllib.parse import unquote, urlsplit
             try:
-                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+                {connect.format(port=port)}
                 print("CONNECTED direct")
             except OSError as exc:
-                print("FAILED direct", type(exc).__name__)
-            # Through srt's proxy explicitly: it must not relay to the host's loopback either.
-            opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({{"http": os.environ["HTTP_PROXY"]}})
-            )
+                print("FAILED direct", exc.errno)
+            # Through srt's proxy explicitly, with its credentials (urllib would not use it:
+            # NO_PROXY names loopback): it must not relay to the host's loopback either.
+            proxy = urlsplit(os.environ["HTTP_PROXY"])
+            auth = ""
+            if proxy.username:
+                token = f"{{unquote(proxy.username)}}:{{unquote(proxy.password or '')}}"
+                auth = "Proxy-Authorization: Basic " + base64.b64encode(token.encode()).decode() + "\\r\\n"
             for host in ("127.0.0.1", "localhost"):
-                try:
-                    opener.open(f"http://{{host}}:{port}/", timeout=10)
-                    print("CONNECTED proxy", host)
-                except Exception as exc:
-                    print("FAILED proxy", host, exc)
+                with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as s:
+                    request = f"GET http://{{host}}:{port}/ HTTP/1.1\\r\\nHost: {{host}}:{port}\\r\\n{{auth}}\\r\\n"
+                    s.sendall(request.encode())
+                    status = s.recv(200).split(b"\\r\\n")[0].decode()
+                print("CONNECTED proxy" if " 200 " in status + " " else "FAILED proxy", host, status)
             """,
         )
         assert "CONNECTED" not in text, text
-        assert text.count("FAILED") == 3, text
+        # The attempts ran: the direct one met the sandbox's own loopback (its own network
+        # namespace: nothing listens there), and the proxy itself refused each request.
+        lines = text.splitlines()
+        assert len(lines) == 3 and lines[0] == f"FAILED direct {errno.ECONNREFUSED}", text
+        assert lines[1].startswith("FAILED proxy 127.0.0.1 HTTP/1.1 403"), text
+        assert lines[2].startswith("FAILED proxy localhost HTTP/1.1 403"), text
         with pytest.raises(BlockingIOError):
             server.accept()  # nothing ever connected to the host-side server
+        # The control: the same connection as the sandbox's uid outside the sandbox arrives.
+        await run_as_sandbox_user(f"import socket\n{connect.format(port=port)}")
+        server.setblocking(True)
+        server.settimeout(10)
+        accepted, _ = server.accept()
+        accepted.close()
+
+
+def _clean_up(paths: list[Path], marker: str) -> None:
+    for path in paths:
+        if path.is_file() and marker in path.read_text(errors="replace"):
+            path.unlink()
 
 
 async def test_writes_outside_the_working_and_state_dirs_fail(sandbox: Sandbox) -> None:
     marker = f"kernelbox-escape-{uuid.uuid4().hex}"
-    # The host's /tmp is not shown: the sandbox's /tmp is an empty private tmpfs (srt's
-    # allow-list view), so a write there may succeed inside but never reaches the host.
+    # Shown read-only inside (srt's allow-list view binds the Python runtime back read-only).
+    read_only = [Path(sys.prefix) / marker]
+    # Not shown inside: their directories do not exist there.
+    hidden = [sandbox.outside / marker, sandbox.fake_home / marker, sandbox.fake_home / ".bashrc"]
+    # The host's /tmp is not shown either: the sandbox's /tmp is an empty private tmpfs, so a
+    # write there may succeed inside but never reaches the host.
     private_tmp = Path("/tmp") / marker
-    targets = [
-        sandbox.outside / marker,
-        sandbox.fake_home / marker,
-        sandbox.fake_home / ".bashrc",
-        Path(sys.prefix) / marker,
-    ]
-    text = await run(
-        sandbox,
-        f"""
-        for target in {[str(t) for t in [*targets, private_tmp]]!r}:
+    targets = [*read_only, *hidden, private_tmp]
+    code = f"""
+        for target in {[str(t) for t in targets]!r}:
             try:
                 with open(target, "a") as file:
-                    file.write("escaped")
+                    file.write({marker!r})
                 print("WROTE", target)
             except OSError as exc:
-                print("FAILED", target, exc.strerror)
-        """,
-    )
-    assert text.count("FAILED") == len(targets), text
-    for target in targets:
-        assert f"WROTE {target}" not in text, text
-    for target in [*targets, private_tmp]:
-        assert not (target.exists() and "escaped" in target.read_text(errors="replace")), target
+                print("FAILED", target, exc.errno)
+        """
+    text = await run(sandbox, code)
+    for target in targets:  # nothing reached the host
+        assert not (target.exists() and marker in target.read_text(errors="replace")), target
+    lines = text.splitlines()
+    assert lines[:4] == [f"FAILED {target} {errno.EROFS}" for target in read_only] + [
+        f"FAILED {target} {errno.ENOENT}" for target in hidden], text
+    assert len(lines) == len(targets), text
+    # The control: the same writes as the sandbox's uid outside the sandbox reach the host
+    # (the Python installation aside when it is another user's: file permissions guard it too).
+    try:
+        control = await run_as_sandbox_user(code)
+        reached = [target for target in targets if target.is_file() and marker in target.read_text(errors="replace")]
+    finally:
+        _clean_up(targets, marker)
+    assert set(targets) - set(reached) <= set(read_only), control
 
 
 async def test_denied_credential_files_cannot_be_read(sandbox: Sandbox) -> None:
     targets = [sandbox.fake_home / relative for relative in FAKE_CREDENTIAL_FILES]
     targets += [sandbox.work / ".env", sandbox.work / "sub" / ".env.local"]
-    text = await run(
-        sandbox,
-        f"""
+    code = f"""
         for target in {[str(t) for t in targets]!r}:
             try:
                 with open(target) as file:
                     print("READ", target, file.read())
             except OSError as exc:
                 print("DENIED", target, exc.strerror)
-        """,
-    )
+        """
+    text = await run(sandbox, code)
     assert CREDENTIAL_TEXT not in text, text
     assert text.count("DENIED") == len(targets), text
+    # The control: the sandbox's uid reads every one of them outside the sandbox.
+    control = await run_as_sandbox_user(code)
+    assert control.count(CREDENTIAL_TEXT) == len(targets), control
+
+
+UNIX_SOCKET_CODE = """
+import socket
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+    print("CREATED")
+except PermissionError as exc:
+    print("REFUSED", exc.errno)
+"""
 
 
 async def test_unix_sockets_are_refused(sandbox: Sandbox) -> None:
-    # srt's seccomp filter refuses socket(AF_UNIX) with EPERM: proof that it is on.
-    text = await run(
-        sandbox,
-        """
-        import socket
-        try:
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            print("CREATED")
-        except PermissionError as exc:
-            print("REFUSED", exc.errno)
-        """,
-    )
-    assert text == "REFUSED 1", text
+    # srt's seccomp filter refuses socket(AF_UNIX) with EPERM: proof that it is on. The
+    # control: outside the sandbox the same uid creates one.
+    assert await run(sandbox, UNIX_SOCKET_CODE) == f"REFUSED {errno.EPERM}"
+    assert await run_as_sandbox_user(UNIX_SOCKET_CODE) == "CREATED"
 
 
 async def test_kernel_code_cannot_change_the_sandbox_settings(sandbox: Sandbox) -> None:
     text = await run(
         sandbox,
         """
-        import os
+        import json, os
         path = os.path.join(os.path.dirname(os.environ["HOME"]), "sandbox-settings.json")
+        settings = json.load(open(path))
+        print("FOUND", "filesystem" in settings and "network" in settings)
         attempts = {
             "write": lambda: open(path, "a").write("{}"),
             "delete": lambda: os.unlink(path),
@@ -343,14 +395,19 @@ async def test_kernel_code_cannot_change_the_sandbox_settings(sandbox: Sandbox) 
                 print("FAILED", name, exc.strerror)
         """,
     )
+    # The attack ran: the kernel found and read the settings srt runs it under.
+    assert text.startswith("FOUND True\n"), text
     assert "CHANGED" not in text, text
     assert text.count("FAILED") == 3, text
 
 
 async def test_the_parents_secret_environment_is_absent(sandbox: Sandbox) -> None:
-    text = await run(sandbox, f"import os; print(os.environ.get({PARENT_SECRET_NAME!r}, 'ABSENT'))")
-    assert text == "ABSENT"
-    assert PARENT_SECRET_VALUE not in await run(sandbox, "import os; print(dict(os.environ))")
+    text = await run(sandbox, "import json, os; print(json.dumps(dict(os.environ)))")
+    environment = json.loads(text)
+    assert PARENT_SECRET_NAME not in environment
+    assert not [name for name, value in environment.items() if PARENT_SECRET_VALUE in value]
+    # The control: a variable given to the gateway on purpose is there, in the same dump.
+    assert environment[INJECTED_NAME] == INJECTED_VALUE
 
 
 # -- the kernel stays fully useful ---------------------------------------------------------
