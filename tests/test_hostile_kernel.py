@@ -3,14 +3,17 @@
 Kernel code can replace kernelbox's kernel-side transfer helper and publish anything. These
 tests do exactly that, through the public API, and check that every limit and path rule is
 enforced by the client (README, "Threat model"). They need no sandbox: the client's guarantees
-are the same either way.
+are the same either way. Each also checks that its attack really ran: the replaced helper
+counts its calls, the planted symlink is in place, the flood was read to its end.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from kernelbox import FileTransferError, KernelClient, KernelGateway
@@ -23,6 +26,12 @@ HELPER = "sys.modules['_kernelbox_transfer']"
 async def _install_helper(client: KernelClient) -> None:
     """A first, honest transfer installs the kernel-side helper that the attacks then replace."""
     await client.upload(b"seed", "seed.txt")
+    await client.execute(f"import sys\n{HELPER}.attack_calls = 0")
+
+
+async def _attack_calls(client: KernelClient) -> int:
+    """How many times the kernel-side helper's replaced function ran (it counts itself)."""
+    return int((await client.execute(f"import sys\nprint({HELPER}.attack_calls)")).text or "0")
 
 
 async def test_a_download_flood_past_max_bytes_is_refused(client: KernelClient) -> None:
@@ -32,11 +41,13 @@ async def test_a_download_flood_past_max_bytes_is_refused(client: KernelClient) 
             "import sys, base64\n"
             f"m = {HELPER}\n"
             "def get(tid, chunk_bytes):\n"
+            "    m.attack_calls += 1\n"
             "    m._publish({'tid': tid, 'data': base64.b64encode(b'x' * (8 << 20)).decode(), 'eof': False})\n"
             "m.get = get"
         )
         with pytest.raises(FileTransferError) as info:
             await client.download("seed.txt", max_bytes=1 << 20)
+        assert await _attack_calls(client) >= 1
     assert info.value.reason in ("too_large", "integrity")
 
 
@@ -47,11 +58,13 @@ async def test_a_chunk_larger_than_asked_is_refused_even_under_max_bytes(client:
             "import sys, base64\n"
             f"m = {HELPER}\n"
             "def get(tid, chunk_bytes):\n"
+            "    m.attack_calls += 1\n"
             "    m._publish({'tid': tid, 'data': base64.b64encode(b'y' * (chunk_bytes + 1)).decode(), 'eof': False})\n"
             "m.get = get"
         )
         with pytest.raises(FileTransferError) as info:
             await client.download("seed.txt", chunk_bytes=1024, max_bytes=None)
+        assert await _attack_calls(client) >= 1
     assert info.value.reason == "too_large"
 
 
@@ -62,10 +75,14 @@ async def test_a_download_redirected_outside_the_working_dir_is_refused(client: 
             "import sys\n"
             f"m = {HELPER}\n"
             "original = m.begin_download\n"
-            "m.begin_download = lambda tid, path, allow_outside, max_bytes: original(tid, '/etc/hostname', True, max_bytes)"
+            "def begin_download(tid, path, allow_outside, max_bytes):\n"
+            "    m.attack_calls += 1\n"
+            "    return original(tid, '/etc/hostname', True, max_bytes)\n"
+            "m.begin_download = begin_download"
         )
         with pytest.raises(FileTransferError) as info:
             await client.download("seed.txt")
+        assert await _attack_calls(client) == 1
     assert info.value.reason == "outside"
 
 
@@ -77,6 +94,7 @@ async def test_an_upload_reporting_a_path_outside_is_refused(client: KernelClien
             f"m = {HELPER}\n"
             "original_commit, original_publish = m.commit_upload, m._publish\n"
             "def commit_upload(tid, size, sha256):\n"
+            "    m.attack_calls += 1\n"
             "    m._publish = lambda payload: original_publish(dict(payload, path='/etc/passwd'))\n"
             "    try:\n"
             "        original_commit(tid, size, sha256)\n"
@@ -86,6 +104,7 @@ async def test_an_upload_reporting_a_path_outside_is_refused(client: KernelClien
         )
         with pytest.raises(FileTransferError) as info:
             await client.upload(b"data", "inside.txt")
+        assert await _attack_calls(client) == 1
     assert info.value.reason == "outside"
 
 
@@ -119,14 +138,20 @@ POISON = "_k = get_ipython().kernel; _k.session.send(_k.iopub_socket, 'stream', 
     "b'[1]'",                                                                    # content not an object
 ], ids=["invalid-utf8", "invalid-json", "deep-nesting", "content-not-object"])
 async def test_a_malformed_message_from_the_kernel_is_dropped_and_the_client_goes_on(
-    client: KernelClient, payload: str
+    client: KernelClient, payload: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Before: a raw UnicodeDecodeError/JSONDecodeError/RecursionError/AttributeError, and every
     # later call raised it again until reset() (the kernel's state lost).
     with anyio.fail_after(60):
         await client.execute("kept = 42")
-        await client.execute(POISON.format(payload=payload))
+        with caplog.at_level(logging.WARNING, logger="kernelbox.client"):
+            await client.execute(POISON.format(payload=payload))
         assert (await client.execute("print(kept)")).text == "42"
+    # The attack ran: the poisoned message reached the client, which dropped it (and said so)
+    # before the execution it came with ended.
+    dropped = [record.getMessage() for record in caplog.records
+               if record.getMessage().startswith(f"Kernel {client.kernel_id} sent a")]
+    assert len(dropped) == 1 and "dropped it" in dropped[0], caplog.text
 
 
 async def test_images_are_never_written_through_a_symlink_planted_by_the_kernel(
@@ -151,26 +176,36 @@ async def test_images_are_never_written_through_a_symlink_planted_by_the_kernel(
         )
         with anyio.fail_after(60):
             result = await client.execute(code)
+    # The attack ran: images_dir was the kernel's symlink to `outside` when the image came.
+    assert images.is_symlink() and images.resolve() == outside.resolve()
     assert list(outside.iterdir()) == []
-    assert result.images == () and len(result.output_errors) == 1
+    assert result.images == [] and len(result.output_errors) == 1
+    assert str(images) in result.output_errors[0], result.output_errors
 
 
 async def test_a_kernel_flooding_the_log_pipe_costs_the_supervisor_bounded_memory(
     gateway: KernelGateway, client: KernelClient
 ) -> None:
     # Before: 512 MiB without a newline on the inherited log pipe grew the supervisor by ~600 MB.
+    end = f"flood-end-{client.kernel_id}"
     code = (
         "import os, sys\n"
         "fd = sys.stderr._original_stdstream_copy\n"
         "chunk = b'x' * (1 << 20)\n"
         "for _ in range(64):\n"
         "    os.write(fd, chunk)\n"
-        "os.write(fd, b'\\n')"
+        f"os.write(fd, b'\\n{end}\\n')"
     )
+    supervisor = psutil.Process()
+    before = supervisor.memory_info().rss
     with anyio.fail_after(120):
         await client.execute(code)
-        await client.execute("1")  # the pipe has been read past the flood by now, or soon
+        while not any(end in line for line in gateway.log_tail):
+            await anyio.sleep(0.05)  # polling the log for the line after the flood
+    # The whole flood was read (the line after it arrived), kept as one cut line.
+    assert any(line.startswith("x" * 1024) and line.endswith("[line cut]") for line in gateway.log_tail)
     assert all(len(line) <= 17 * 1024 for line in gateway.log_tail)
+    assert supervisor.memory_info().rss - before < 128 << 20
 
 
 async def test_one_output_message_past_the_receive_limit_is_reported_not_lost(
