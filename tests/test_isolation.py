@@ -265,7 +265,7 @@ for pid in processes_with_argument(b"kernelbox._child.gateway_app"):
 for pid in processes_with_argument(b"kernelbox-isolation-control"):
     print("CONTROL", json.dumps(dict(attack(pid), port=control_port)))
 control.stdin.close()
-control.wait()
+returncode = control.wait()
 """
 
 
