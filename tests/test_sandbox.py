@@ -357,6 +357,31 @@ async def test_denied_credential_files_cannot_be_read(sandbox: Sandbox) -> None:
     assert control.count(CREDENTIAL_TEXT) == len(targets), control
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="kernelbox bug: srt expands the presets' `**/.env` denies once, when the sandbox starts; "
+    "a .env file that appears in the working directory later is readable by kernel code",
+)
+async def test_a_dotenv_file_written_after_the_start_cannot_be_read(sandbox: Sandbox) -> None:
+    late = sandbox.work / f"late-{uuid.uuid4().hex}"
+    late.mkdir()
+    (late / ".env").write_text(f"TOKEN={CREDENTIAL_TEXT}\n", encoding="utf-8")
+    text = await run(
+        sandbox,
+        f"""
+        import os
+        print("LISTED", os.listdir({str(late)!r}))
+        try:
+            print("READ", open({str(late / ".env")!r}).read())
+        except OSError as exc:
+            print("DENIED", exc.errno)
+        """,
+    )
+    # The attack ran: the kernel sees the file where the user put it.
+    assert text.startswith("LISTED ['.env']"), text
+    assert CREDENTIAL_TEXT not in text, text
+
+
 UNIX_SOCKET_CODE = """
 import socket
 try:
