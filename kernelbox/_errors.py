@@ -192,7 +192,7 @@ class KernelDiedError(ClientError):
 class KernelStoppedError(ClientError):
     """The kernel process is stopped (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU): it runs nothing.
 
-    Raised by `execute`/`stream` about `LIVENESS_PROBE_SECONDS` (2 s) after the kernel fell
+    Raised by `execute`/`stream` about ``LIVENESS_PROBE_SECONDS`` (2 s) after the kernel fell
     silent, when the gateway reports the process stopped (kernelbox gateways add
     ``"process_state"`` to ``GET /api/kernels/<id>``; other servers cannot tell, and the
     execution's timeout applies instead). The kernel and its variables are intact: sent
