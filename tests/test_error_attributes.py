@@ -76,3 +76,16 @@ async def test_no_answer_at_all_has_no_status(tmp_path: Path) -> None:
         await client.connect(retries=0)
     assert info.value.status_code is None
     assert info.value.url == client.base_url
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [({"retries": -1}, ValueError), ({"retries": 1.5}, TypeError), ({"retry_interval": -0.5}, ValueError)],
+)
+async def test_bad_retry_arguments_are_refused_before_anything_is_sent(
+    arguments: dict[str, float], error: type[Exception], tmp_path: Path
+) -> None:
+    client = KernelClient(host="127.0.0.1", port=9, images_dir=tmp_path)
+    with anyio.fail_after(5), pytest.raises(error, match="retr"):
+        await client.connect(**arguments)  # type: ignore[arg-type]
+    assert not client.connected

@@ -223,13 +223,19 @@ class KernelClient:
             kernel_init_timeout: overrides the client's `kernel_init_timeout` for this call.
 
         Raises:
+            TypeError, ValueError: `retries` is not an int >= 0, or `retry_interval` is not a
+                finite number of seconds >= 0.
             InvalidStateError: the client is already connected.
             GatewayConnectionError: nothing answered after the retries.
             AuthenticationError: the gateway refused the token.
             KernelStartError: the kernel could not be created (e.g. unknown kernelspec; the
-                message lists the available ones) or did not become ready in time.
+                message and ``kernelspecs`` list the available ones) or did not become ready
+                in time.
         """
         init_timeout = check_seconds("kernel_init_timeout", kernel_init_timeout, allow_none=True, allow_inf=True)
+        attempts = check_int("retries", retries, minimum=0)
+        interval = check_seconds("retry_interval", retry_interval, allow_zero=True)
+        assert attempts is not None and interval is not None
         async with self._connect_lock:
             if self._kernel_id is not None:
                 raise InvalidStateError("the client is already connected; call disconnect() first")
@@ -238,7 +244,7 @@ class KernelClient:
             kernel_id: str | None = None
             try:
                 kernel_id = await api.create_kernel(
-                    self.kernel_name, env=self.kernel_env, path=None, retries=retries, retry_interval=retry_interval
+                    self.kernel_name, env=self.kernel_env, path=None, retries=attempts, retry_interval=interval
                 )
                 self._kernel_id = kernel_id
                 session = KernelSession(
