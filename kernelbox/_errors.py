@@ -13,12 +13,12 @@ KernelboxError
 │   └── GatewayExitedError       exited while it should have been running (has .returncode)
 ├── SandboxError                 the OS sandbox
 │   ├── SandboxUnavailableError  a prerequisite is missing (bwrap, srt, ...)
-│   └── SandboxConfigError       the sandbox settings file is unreadable or invalid
-├── ClientError                  talking to a gateway and its kernels
+│   └── SandboxConfigError       the sandbox settings are unreadable or invalid (has .source, .key)
+├── ClientError                  talking to a gateway and its kernels (has .url, .kernel_id, .status_code)
 │   ├── NotConnectedError        no kernel yet, or the client was disconnected
 │   ├── GatewayConnectionError   nothing answered at the URL, or the connection dropped
 │   ├── AuthenticationError      the gateway refused the token (HTTP 401/403)
-│   ├── KernelStartError         the kernel could not be created (unknown kernelspec, limit)
+│   ├── KernelStartError         the kernel could not be created (has .kernelspecs)
 │   ├── KernelDiedError          the kernel process died
 │   ├── KernelStoppedError       the kernel process is stopped (SIGSTOP/SIGTSTP)
 │   ├── ExecutionTimeoutError    an execution ran past its timeout (also a TimeoutError)
@@ -26,9 +26,12 @@ KernelboxError
 └── ExecutionError               user code raised (has .ename, .evalue, .traceback)
 ```
 
-Errors about a gateway or a kernel carry where they happened, so callers need not parse
-messages: `ClientError` and `ExecutionError` have ``.url`` (the gateway's base URL) and
-``.kernel_id`` (None when no kernel was involved yet).
+Errors carry what callers need as attributes, so nobody parses messages: `ClientError` and
+`ExecutionError` have ``.url`` (the gateway's base URL) and ``.kernel_id`` (None when no kernel
+was involved yet); a `ClientError` caused by an HTTP answer has its ``.status_code``;
+`KernelStartError` for an unknown kernelspec lists the available ones in ``.kernelspecs``;
+`SandboxConfigError` names the settings' ``.source`` and the offending ``.key``;
+`GatewayExitedError` has the process's ``.returncode``.
 """
 
 from __future__ import annotations
@@ -119,7 +122,20 @@ class SandboxUnavailableError(SandboxError):
 
 
 class SandboxConfigError(SandboxError):
-    """The sandbox settings are unreadable or invalid; the message names the file and the key."""
+    """The sandbox settings are unreadable or invalid; the message names the file and the key.
+
+    Attributes:
+        source: where the settings came from: the settings file's path (a preset's file
+            too), ``"sandbox_config mapping"`` for settings passed as a mapping, or None when
+            the problem is not in a settings file (e.g. a working directory srt cannot use).
+        key: the offending key as a dotted path, e.g. ``"network.allowedDomains"``; None
+            when the problem is not one key's (unreadable file, invalid JSON, not an object).
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.key = key
 
 
 class ClientError(KernelboxError):
@@ -128,10 +144,14 @@ class ClientError(KernelboxError):
     Attributes:
         url: the gateway's base URL, e.g. ``"http://127.0.0.1:41231"``, when known.
         kernel_id: the kernel's id, when one was involved.
+        status_code: the HTTP status of the gateway's answer that caused the error (e.g. 401,
+            403, 404, 500); None when no HTTP answer did (no answer at all, a WebSocket
+            problem, a timeout).
     """
 
     url: str | None = None
     kernel_id: str | None = None
+    status_code: int | None = None
 
     def with_context(self, *, url: str | None, kernel_id: str | None) -> ClientError:
         """Set `url` and `kernel_id` where they are not set yet; returns the error itself."""
@@ -155,7 +175,14 @@ class AuthenticationError(ClientError):
 
 
 class KernelStartError(ClientError):
-    """The gateway could not create a kernel (unknown kernelspec name, kernel limit, start failure)."""
+    """The gateway could not create a kernel (unknown kernelspec name, kernel limit, start failure).
+
+    Attributes:
+        kernelspecs: for an unknown kernelspec name, the names the gateway offers, sorted;
+            None otherwise.
+    """
+
+    kernelspecs: list[str] | None = None
 
 
 class KernelDiedError(ClientError):
@@ -165,7 +192,7 @@ class KernelDiedError(ClientError):
 class KernelStoppedError(ClientError):
     """The kernel process is stopped (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU): it runs nothing.
 
-    Raised by `execute`/`stream` about `LIVENESS_PROBE_SECONDS` (2 s) after the kernel fell
+    Raised by `execute`/`stream` about ``LIVENESS_PROBE_SECONDS`` (2 s) after the kernel fell
     silent, when the gateway reports the process stopped (kernelbox gateways add
     ``"process_state"`` to ``GET /api/kernels/<id>``; other servers cannot tell, and the
     execution's timeout applies instead). The kernel and its variables are intact: sent

@@ -97,3 +97,76 @@ def test_the_v1_framing_round_trips_and_matches_jupyter_servers() -> None:
 def test_a_malformed_v1_frame_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         _protocol.decode_v1(b"\x02" + b"\x00" * 7 + b"junk")
+
+
+async def test_an_execution_completes_its_rich_outputs_and_saves_their_images(tmp_path: Path) -> None:
+    import base64
+
+    execution = _execution(tmp_path / "images")
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
+    execution.feed(_message("iopub", "stream", {"name": "stdout", "text": "before\n"}, "s"))
+    execution.feed(_message("iopub", "display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}}, "d"))
+    items = execution.take()
+    assert isinstance(items[1], int)  # a handle: the image is not saved yet
+    assert not (tmp_path / "images").exists()
+    with anyio.fail_after(5):
+        chunks = [await execution.complete(item) for item in items]
+    assert chunks[0] == "before\n" and chunks[1] == "<Figure>\n"
+    assert chunks[1] is not None and chunks[1].output is not None
+    (saved,) = chunks[1].output.images
+    assert saved.parent == tmp_path / "images" and saved.read_bytes() == b"\x89PNG\r\n\x1a\n fake"
+    assert execution.builder.build().images == [saved]
+
+
+async def test_a_rich_output_without_an_image_writes_nothing(tmp_path: Path) -> None:
+    execution = _execution(tmp_path / "images")
+    execution.feed(_message("iopub", "execute_result", {"data": {"text/plain": "42"}, "execution_count": 3}, "r"))
+    (item,) = execution.take()
+    with anyio.fail_after(5):
+        chunk = await execution.complete(item)
+    assert chunk == "42\n" and chunk is not None and chunk.name == "execute_result"
+    assert not (tmp_path / "images").exists()
+
+
+def _session() -> Any:
+    from kernelbox.client._http import GatewayAPI
+    from kernelbox.client._session import KernelSession
+
+    api = GatewayAPI("http://127.0.0.1:9", None, True)  # never used: nothing here sends
+    return KernelSession(api=api, ws_base_url="ws://127.0.0.1:9", kernel_id="k1", session_id="s1",
+                         ping_interval=None, working_dir=None, cwd_reset_notice="")
+
+
+async def test_the_session_routes_messages_by_their_parent(tmp_path: Path) -> None:
+    session = _session()
+    mine, other = Execution("req", ResultBuilder(tmp_path, None)), Execution("other", ResultBuilder(tmp_path, None))
+    session.register(mine)
+    session.register(other)
+    session._on_message(_message("iopub", "stream", {"name": "stdout", "text": "x"}, "m1", parent="req"))
+    session._on_message(_message("iopub", "stream", {"name": "stdout", "text": "y"}, "m2", parent="nobody"))
+    assert mine.take() == [OutputChunk("x", "stdout")] and other.take() == []
+    session.forget("req")
+    session._on_message(_message("iopub", "stream", {"name": "stdout", "text": "z"}, "m3", parent="req"))
+    assert mine.take() == []
+    await session.api.aclose()
+
+
+async def test_a_kernel_death_fails_waiting_and_later_requests(tmp_path: Path) -> None:
+    from kernelbox import KernelDiedError, NotConnectedError
+
+    session = _session()
+    execution = Execution("req", ResultBuilder(tmp_path, None))
+    session.register(execution)
+    death = _message("iopub", "status", {"execution_state": "dead"}, "d")
+    death["parent_header"] = {}
+    assert _protocol.is_kernel_death(death)
+    session._on_message(death)
+    assert isinstance(execution.error, KernelDiedError) and execution.done.is_set()
+    assert session.kernel_died
+    error = session.died_error()
+    assert (error.url, error.kernel_id) == ("http://127.0.0.1:9", "k1") and "reset()" in str(error)
+    with anyio.fail_after(5):
+        await session.aclose()
+        with pytest.raises(NotConnectedError):
+            await session.send_frame("{}")
+    await session.api.aclose()

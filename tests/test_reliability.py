@@ -207,14 +207,14 @@ async def test_a_bug_in_the_reader_surfaces_as_itself(
     client: KernelClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Before: any failure of the reader task became "the kernel WebSocket is closed".
-    from kernelbox.client import kernel_client
+    from kernelbox import _protocol  # what the session's router calls for every message
 
     def broken(message: dict) -> str | None:
         raise LookupError("kernelbox-test: a bug in the reader")
 
     with anyio.fail_after(30):
         await client.execute("1")
-        monkeypatch.setattr(kernel_client._protocol, "parent_id", broken)
+        monkeypatch.setattr(_protocol, "parent_id", broken)
         with pytest.raises(LookupError, match="a bug in the reader"):
             await client.execute("2")
     monkeypatch.undo()

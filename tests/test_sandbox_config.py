@@ -552,3 +552,50 @@ def test_doctor_accepts_a_probe_that_was_contained() -> None:
 )
 def test_doctor_fails_a_weak_or_broken_sandbox(output: str, escaped: bool) -> None:
     assert _judge_probe(output, escaped=escaped).status == "FAIL"
+
+
+def test_errors_name_the_file_and_the_key_as_attributes(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "typo.json", {"network": {"allowedDomain": ["pypi.org"]}})
+    with pytest.raises(SandboxConfigError) as info:
+        load_sandbox_settings(path)
+    assert info.value.source == str(path)
+    assert info.value.key == "network.allowedDomain"
+
+
+def test_a_wrong_type_names_the_setting_not_the_entry(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "types.json", {"filesystem": {"denyRead": ["/a", 1]}})
+    with pytest.raises(SandboxConfigError) as info:
+        load_sandbox_settings(path)
+    assert (info.value.source, info.value.key) == (str(path), "filesystem.denyRead")
+
+
+def test_the_first_problem_in_the_file_is_the_one_reported() -> None:
+    settings = {"network": {"allowLocalBinding": 1}, "filesytem": {}}
+    with pytest.raises(SandboxConfigError, match="network.allowLocalBinding must be true or false") as info:
+        load_sandbox_settings(settings)
+    assert info.value.key == "network.allowLocalBinding"
+    assert info.value.source == "sandbox_config mapping"
+
+
+def test_a_refused_setting_names_its_key(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "weak.json", {"network": {"allowAllUnixSockets": True}})
+    with pytest.raises(SandboxConfigError) as info:
+        load_sandbox_settings(path)
+    assert (info.value.source, info.value.key) == (str(path), "network.allowAllUnixSockets")
+
+
+def test_invalid_json_names_the_file_and_no_key(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text("{", encoding="utf-8")
+    with pytest.raises(SandboxConfigError) as info:
+        load_sandbox_settings(path)
+    assert info.value.source == str(path) and info.value.key is None
+
+
+def test_the_schema_is_a_valid_json_schema() -> None:
+    from jsonschema import Draft202012Validator
+
+    from kernelbox.sandbox.settings import SETTINGS_SCHEMA
+
+    Draft202012Validator.check_schema(SETTINGS_SCHEMA)
+    assert SETTINGS_SCHEMA["additionalProperties"] is False

@@ -31,6 +31,7 @@ from wsproto.frame_protocol import CloseReason
 
 from .. import _protocol
 from .._errors import GatewayConnectionError
+from .._retry import Backoff, Retries
 from .._tasks import BackgroundTask
 
 logger = logging.getLogger("kernelbox.client")
@@ -241,7 +242,7 @@ class KernelChannels:
 
     async def _run(self) -> None:
         """Keep the WebSocket open, reconnecting with the same session id if it drops."""
-        attempts = 0
+        retries = Retries(limit=RECONNECT_ATTEMPTS, backoff=Backoff(RECONNECT_INTERVAL_SECONDS, growth="linear"))
         opened = False
         error: BaseException | None = None
         ws: AsyncWebSocketSession
@@ -260,7 +261,8 @@ class KernelChannels:
                         self._binary = ws.subprotocol == _protocol.V1_SUBPROTOCOL
                         if opened:
                             logger.info("Reconnected to kernel %s", self.kernel_id)
-                        self._ws, opened, attempts = ws, True, 0
+                        self._ws, opened = ws, True
+                        retries.reset()
                         self._ready.set()
                         await self._read(ws)
                 except Exception as exc:  # noqa: BLE001 - httpx-ws raises through its task group; sorted below
@@ -275,15 +277,15 @@ class KernelChannels:
                     return
                 if await self._kernel_gone():
                     return  # the owner has been told; nothing to reconnect to
-                attempts += 1
-                if attempts > RECONNECT_ATTEMPTS:
+                delay = retries.next_delay()
+                if delay is None:
                     self._finish(_connection_error(error))
                     return
                 logger.warning(
                     "Kernel %s WebSocket dropped (%r); reconnecting (%d/%d)",
-                    self.kernel_id, error, attempts, RECONNECT_ATTEMPTS,
+                    self.kernel_id, error, retries.count, RECONNECT_ATTEMPTS,
                 )
-                await anyio.sleep(RECONNECT_INTERVAL_SECONDS * attempts)  # back-off between tries
+                await anyio.sleep(delay)  # back-off between tries
         except BaseException as exc:
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 self._finish(exc)

@@ -6,7 +6,8 @@ the reply alone loses output that is still in flight (docs/architecture.md, "Com
 
 `Execution.feed` runs in the reader task and never waits: it applies the output limit (via
 `ResultBuilder`) and queues what the caller should see. The caller drains the queue at its own
-pace, so a slow caller costs at most the output limit in memory and never stalls the socket.
+pace (`take`, then `complete` for each item, which saves a rich output's images in a worker
+thread), so a slow caller costs at most the output limit in memory and never stalls the socket.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
 
 from .._errors import InvalidStateError
-from ._results import ExecutionResult, OutputChunk, ResultBuilder
+from ._results import IMAGE_EXTENSIONS, ExecutionResult, OutputChunk, ResultBuilder, save_images
 
 __all__ = ["Execution", "ExecutionStream", "Reply"]
 
@@ -135,6 +137,22 @@ class Execution:
         if self._wakeup.is_set() and not self.done.is_set():
             self._wakeup = anyio.Event()
         return items
+
+    async def complete(self, item: OutputChunk | int) -> OutputChunk | None:
+        """The chunk for one item from `take`: a rich output's images are saved first.
+
+        Saving writes files, so it runs in a worker thread, and only for a bundle that holds
+        an image. Returns None for a rich output without text.
+        """
+        if not isinstance(item, int):
+            return item
+        builder = self.builder
+        data = builder.pending_output(item).data
+        images: list[Path] = []
+        problems: list[str] = []
+        if any(mime in data for mime in IMAGE_EXTENSIONS):
+            images, problems = await anyio.to_thread.run_sync(save_images, data, builder.images_dir)
+        return builder.complete_rich(item, images, problems)
 
     async def wait(self, seconds: float) -> None:
         """Wait until something new arrives, or `seconds` pass (``inf``: no limit)."""

@@ -18,6 +18,7 @@ import httpx
 
 from .._errors import AuthenticationError, ClientError, GatewayConnectionError, KernelDiedError, KernelStartError
 from .._net import is_loopback_host
+from .._retry import Backoff, Retries
 
 __all__ = ["GatewayAPI", "KernelProbe", "base_urls"]
 
@@ -26,7 +27,8 @@ KernelProbe = Literal["gone", "stopped", "alive", "unknown"]
 HTTP_TIMEOUT_SECONDS = 30.0
 # Interrupt and restart requests: short, so a hung gateway cannot stall them.
 CONTROL_TIMEOUT_SECONDS = 5.0
-DELETE_ATTEMPTS = 5
+# DELETE answered with 5xx: retried this many times, waiting 0.25 s longer before each.
+DELETE_RETRIES = 4
 DELETE_RETRY_SECONDS = 0.25
 
 
@@ -106,7 +108,8 @@ class GatewayAPI:
 
         Raises:
             GatewayConnectionError: the request could not be sent or answered.
-            AuthenticationError: HTTP 401, or 403 other than a resource limit.
+            AuthenticationError: HTTP 401, or 403 other than a resource limit (its
+                ``status_code`` says which).
         """
         try:
             response = await self.http.request(method, path, **kwargs)
@@ -119,11 +122,17 @@ class GatewayAPI:
         ):
             # The server's reason matters: Enterprise Gateway also answers 403 for a user it
             # does not allow to start kernels (e.g. "root", its default unauthorized_users).
-            raise AuthenticationError(
+            error = AuthenticationError(
                 f"the gateway at {self.base_url} refused the request (HTTP {response.status_code}: "
                 f"{error_detail(response)}); pass the gateway's token (KernelGateway.token)"
-            ).with_context(url=self.base_url, kernel_id=None)
+            )
+            raise self._http_error(error, response)
         return response
+
+    def _http_error(self, error: ClientError, response: httpx.Response, kernel_id: str | None = None) -> ClientError:
+        """`error` with the gateway's URL, `kernel_id` and the status of `response` attached."""
+        error.status_code = response.status_code
+        return error.with_context(url=self.base_url, kernel_id=kernel_id)
 
     async def create_kernel(
         self,
@@ -145,41 +154,45 @@ class GatewayAPI:
         Raises:
             GatewayConnectionError: nothing answered after the retries (the last error says why).
             AuthenticationError: the token was refused.
-            KernelStartError: the gateway refused or failed to start the kernel; for an unknown
-                kernelspec the message lists the available ones.
+            KernelStartError: the gateway refused or failed to start the kernel (``status_code``
+                is the HTTP status); for an unknown kernelspec the message and ``kernelspecs``
+                list the available ones.
         """
         body: dict[str, Any] = {"name": kernel_name}
         if env:
             body["env"] = dict(env)
         if path is not None:
             body["path"] = path
-        attempt = 0
+        attempts = Retries(limit=retries, backoff=Backoff(retry_interval))
         while True:
             try:
                 response = await self.request("POST", "/api/kernels", json=body)
                 break
             except GatewayConnectionError as exc:
-                if attempt >= retries:
+                delay = attempts.next_delay()
+                if delay is None:
                     raise GatewayConnectionError(
                         f"no gateway answered at {self.base_url} after {retries + 1} attempts; "
                         f"last error: {exc.__cause__ or exc}"
                     ).with_context(url=self.base_url, kernel_id=None) from exc
-                attempt += 1
-                await anyio.sleep(retry_interval)  # the interval between attempts, not a readiness signal
+                await anyio.sleep(delay)  # the interval between attempts, not a readiness signal
         if response.status_code in (200, 201):
             return str(response.json()["id"])
         detail = error_detail(response)
-        context = {"url": self.base_url, "kernel_id": None}
         if response.status_code == 403:
-            raise KernelStartError(f"the gateway refused a new kernel: {detail} (kernel limit reached)").with_context(**context)
+            raise self._http_error(
+                KernelStartError(f"the gateway refused a new kernel: {detail} (kernel limit reached)"), response
+            )
         available = await self.kernelspec_names()
         if available is not None and kernel_name not in available:
-            raise KernelStartError(
+            error = KernelStartError(
                 f"unknown kernel name {kernel_name!r}; available kernelspecs: " + ", ".join(sorted(available))
-            ).with_context(**context)
-        raise KernelStartError(
-            f"the gateway could not start a kernel (HTTP {response.status_code}): {detail}"
-        ).with_context(**context)
+            )
+            error.kernelspecs = sorted(available)
+            raise self._http_error(error, response)
+        raise self._http_error(
+            KernelStartError(f"the gateway could not start a kernel (HTTP {response.status_code}): {detail}"), response
+        )
 
     async def kernelspec_names(self) -> set[str] | None:
         """The names of the gateway's kernelspecs, or None when it cannot say."""
@@ -191,7 +204,8 @@ class GatewayAPI:
 
     async def delete_kernel(self, kernel_id: str) -> None:
         """``DELETE /api/kernels/<id>``; a kernel that is already gone is not an error."""
-        for attempt in range(1, DELETE_ATTEMPTS + 1):
+        attempts = Retries(limit=DELETE_RETRIES, backoff=Backoff(DELETE_RETRY_SECONDS, growth="linear"))
+        while True:
             try:
                 response = await self.request("DELETE", f"/api/kernels/{quote(kernel_id)}")
             except ClientError:
@@ -201,7 +215,10 @@ class GatewayAPI:
             # Jupyter Server answers 500 (InvalidStateError in MultiKernelManager) when asked to
             # shut down a kernel whose automatic restart is still under way; once the restart
             # settles, the shutdown works.
-            await anyio.sleep(DELETE_RETRY_SECONDS * attempt)
+            delay = attempts.next_delay()
+            if delay is None:
+                return
+            await anyio.sleep(delay)  # the back-off between attempts, not a readiness signal
 
     async def probe_kernel(self, kernel_id: str) -> KernelProbe:
         """What ``GET /api/kernels/<id>`` says of the kernel, within `CONTROL_TIMEOUT_SECONDS`.
@@ -231,13 +248,13 @@ class GatewayAPI:
         """POST an ``interrupt`` or ``restart`` for the kernel, bounded by a short timeout.
 
         Raises:
-            KernelDiedError: the gateway could not do it (e.g. the kernel no longer exists).
+            KernelDiedError: the gateway could not do it (e.g. the kernel no longer exists;
+                ``status_code`` is the HTTP status, 404 then).
             GatewayConnectionError: the gateway did not answer.
         """
         response = await self.request(
             "POST", f"/api/kernels/{quote(kernel_id)}/{action}", timeout=CONTROL_TIMEOUT_SECONDS
         )
         if response.status_code not in (200, 204):
-            raise KernelDiedError(
-                f"the gateway could not {action} the kernel: {error_detail(response)}"
-            ).with_context(url=self.base_url, kernel_id=kernel_id)
+            error = KernelDiedError(f"the gateway could not {action} the kernel: {error_detail(response)}")
+            raise self._http_error(error, response, kernel_id)

@@ -1,6 +1,6 @@
 """What a client sets up in each kernel it starts: the working directory, the request's env.
 
-Pure: builds code and request bodies; `KernelClient` sends them.
+Pure: builds code and request bodies; `KernelClient` and its `KernelSession` send them.
 """
 
 from __future__ import annotations

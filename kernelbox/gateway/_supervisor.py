@@ -32,7 +32,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,9 +41,11 @@ import anyio
 import anyio.abc
 import httpx
 import psutil
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._child.kernel_output import parse_record
 from .._errors import GatewayExitedError, GatewayStartError, KernelboxError
+from .._retry import Backoff, Retries
 from .._tasks import BackgroundTask
 from ._cgroups import protect_from_oom_killer
 from ._launch import Launch
@@ -95,6 +97,35 @@ class GatewayRestart:
     returncode: int | None
     old_pid: int
     pid: int
+
+
+async def read_lines(stream: anyio.abc.AnyByteReceiveStream, max_line_bytes: int) -> AsyncGenerator[bytes, None]:
+    """The lines of `stream` (without their ``\\n``) until it ends, each cut at `max_line_bytes`.
+
+    A longer line yields its first `max_line_bytes` followed by ``b" [line cut]"``, and the
+    rest of it is read and dropped, so a line without end costs at most `max_line_bytes` and one
+    read's worth of memory (anyio's `BufferedByteReceiveStream.receive_until` keeps that bound).
+    A last line without ``\\n`` is yielded as it is.
+    """
+    buffered = BufferedByteReceiveStream(stream)
+    skipping = False  # inside an over-long line, after its first max_line_bytes
+    while True:
+        try:
+            line = await buffered.receive_until(b"\n", max_line_bytes)
+        except anyio.DelimiterNotFound:
+            # receive_until keeps what it read: take it out (its start is the line's start).
+            head = await buffered.receive(len(buffered.buffer))
+            if not skipping:
+                yield head[:max_line_bytes] + b" [line cut]"
+            skipping = True
+            continue
+        except anyio.IncompleteRead:
+            if buffered.buffer and not skipping:
+                yield buffered.buffer
+            return
+        if not skipping:
+            yield line if len(line) <= max_line_bytes else line[:max_line_bytes] + b" [line cut]"
+        skipping = False
 
 
 def _log_gateway_line(line: str, *, stopping: bool) -> None:
@@ -277,7 +308,10 @@ class Supervisor:
         self.finished.set()
 
     async def _restart_loop(self) -> None:
-        consecutive = 0
+        restarts = Retries(
+            limit=self._restart_limit,
+            backoff=Backoff(RESTART_BACKOFF_SECONDS, growth="exponential", max_seconds=MAX_RESTART_BACKOFF_SECONDS),
+        )
         while True:
             process = self.process
             assert process is not None
@@ -289,9 +323,9 @@ class Supervisor:
                 return
             await self._kill_leftovers(process)
             if anyio.current_time() - started_at >= self._stable_uptime:
-                consecutive = 0
-            consecutive += 1
-            if consecutive > self._restart_limit:
+                restarts.reset()
+            delay = restarts.next_delay()
+            if delay is None:
                 logger.error(
                     "Gateway [pid %d] exited with status %s; giving up after %d consecutive restarts",
                     process.pid, returncode, self._restart_limit,
@@ -303,10 +337,9 @@ class Supervisor:
                     log_lines=list(self.log_tail),
                 ))
                 return
-            delay = min(RESTART_BACKOFF_SECONDS * 2 ** (consecutive - 1), MAX_RESTART_BACKOFF_SECONDS)
             logger.warning(
                 "Gateway [pid %d] exited unexpectedly with status %s; restarting in %.1fs (%d/%d)",
-                process.pid, returncode, delay, consecutive, self._restart_limit,
+                process.pid, returncode, delay, restarts.count, self._restart_limit,
             )
             self.state = "restarting"
             await anyio.sleep(delay)  # back-off between restarts, not a readiness signal
@@ -409,22 +442,9 @@ class Supervisor:
         A line without end costs at most `MAX_LOG_LINE_BYTES` of memory.
         """
         assert process.stdout is not None
-        buffered = b""
-        skipping = False  # inside an over-long line, after its first MAX_LOG_LINE_BYTES
-        async for data in process.stdout:
-            buffered += data
-            *lines, buffered = buffered.split(b"\n")
-            for raw in lines:
-                if not skipping:
-                    self._record_log_line(raw)
-                skipping = False
-            if len(buffered) > MAX_LOG_LINE_BYTES:
-                if not skipping:
-                    self._record_log_line(buffered[:MAX_LOG_LINE_BYTES] + b" [line cut]")
-                skipping = True
-                buffered = b""
-        if buffered and not skipping:
-            self._record_log_line(buffered)
+        async with contextlib.aclosing(read_lines(process.stdout, MAX_LOG_LINE_BYTES)) as lines:
+            async for raw in lines:
+                self._record_log_line(raw)
 
     def _record_log_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip()

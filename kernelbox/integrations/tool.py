@@ -22,11 +22,10 @@ from typing import Any
 
 from .._errors import ExecutionError, ExecutionTimeoutError
 from ..client._results import ExecutionResult, OutputChunk
+from ..client.kernel_client import DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS  # the client's, re-exported
 from ..client.kernel_client import KernelClient
 
 __all__ = ["CodeOutcome", "Tool", "execute_code_tool", "render_result", "run_code"]
-
-DEFAULT_TIMEOUT_SECONDS = 120.0
 
 EXECUTE_CODE_DESCRIPTION = (
     "Run Python code in a stateful Jupyter (IPython) kernel, like a notebook cell: variables, "

@@ -1,7 +1,8 @@
 """Sandbox settings: presets, loading, validation and the effective settings srt runs with.
 
 Pure code apart from reading files. The user's settings (a preset name, a file or a mapping)
-are validated against the keys srt 0.0.83 accepts, then combined with what the gateway needs
+are validated against the keys srt 0.0.83 accepts (`SETTINGS_SCHEMA`, a JSON Schema checked with
+`jsonschema`), then combined with what the gateway needs
 (`effective_settings`). Facts about srt that this module relies on are listed in
 `kernelbox.sandbox` (the package docstring).
 """
@@ -15,12 +16,15 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, cast
+
+from jsonschema import Draft202012Validator, ValidationError
 
 from .._errors import SandboxConfigError
 
 __all__ = [
     "DEFAULT_PRESET",
+    "SETTINGS_SCHEMA",
     "SandboxLayout",
     "effective_settings",
     "load_sandbox_settings",
@@ -38,68 +42,103 @@ _PRESET_DIRS = (_PACKAGE_DIR / "sandbox_configs", _SOURCE_ROOT / "sandbox-config
 
 # -- settings: presets, loading and validation ------------------------------------------------
 
-_Kind = Literal["bool", "int", "str", "strings", "paths", "string_map", "object"]
-
-_KIND_TEXT: dict[_Kind, str] = {
-    "bool": "true or false",
-    "int": "an integer",
-    "str": "a string",
-    "strings": "a list of strings",
-    "paths": 'a list of strings (paths), or of {"path": "...", "literal": true} objects',
-    "string_map": "an object mapping strings to strings",
-    "object": "an object",
+# The keys srt 0.0.83 accepts (dist/sandbox/sandbox-config.js), as a JSON Schema (draft 2020-12)
+# checked with `jsonschema`. Each kind of value is one entry of ``$defs``, whose ``description``
+# says what a value must be in error messages. Nested objects of kind "object" (credentials,
+# tlsTerminate, ...) are checked by srt itself.
+_PATH_ENTRY = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "properties": {"path": {"type": "string", "minLength": 1}, "literal": {"const": True}},
+            "required": ["path", "literal"],
+            "additionalProperties": False,
+        },
+    ]
+}
+_DEFS: dict[str, dict[str, Any]] = {
+    "bool": {"type": "boolean", "description": "true or false"},
+    "int": {"type": "integer", "description": "an integer"},
+    "str": {"type": "string", "description": "a string"},
+    "strings": {"type": "array", "items": {"type": "string"}, "description": "a list of strings"},
+    # Host name patterns: srt takes 'pypi.org' or '*.example.com', never a URL.
+    "domains": {"type": "array", "items": {"type": "string", "pattern": "^[^/]*$"}, "description": "a list of strings"},
+    "paths": {
+        "type": "array",
+        "items": _PATH_ENTRY,
+        "description": 'a list of strings (paths), or of {"path": "...", "literal": true} objects',
+    },
+    "string_map": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "an object mapping strings to strings",
+    },
+    "object": {"type": "object", "description": "an object"},
 }
 
-# The keys srt 0.0.83 accepts (dist/sandbox/sandbox-config.js), with their JSON types. Nested
-# objects marked "object" (credentials, tlsTerminate, ...) are checked by srt itself.
-_NETWORK_KEYS: dict[str, _Kind] = {
-    "allowedDomains": "strings",
-    "deniedDomains": "strings",
-    "deniedDomainReasons": "string_map",
-    "strictAllowlist": "bool",
-    "deniedResolvedAddresses": "strings",
-    "allowUnixSockets": "strings",
-    "allowAllUnixSockets": "bool",
-    "allowLocalBinding": "bool",
-    "allowMachLookup": "strings",
-    "httpProxyPort": "int",
-    "socksProxyPort": "int",
-    "mitmProxy": "object",
-    "allowPlaintextHeaderSet": "bool",
-    "stripResponseHeaders": "strings",
-    "refuseOpaqueTunnels": "bool",
-    "requireHostMatch": "bool",
-    "ambiguousRequestTarget": "str",
-    "tlsTerminate": "object",
-    "parentProxy": "object",
+
+def _ref(kind: str) -> dict[str, str]:
+    return {"$ref": f"#/$defs/{kind}"}
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "additionalProperties": False, "description": "an object"}
+
+
+_NETWORK = _object({
+    "allowedDomains": _ref("domains"),
+    "deniedDomains": _ref("domains"),
+    "deniedDomainReasons": _ref("string_map"),
+    "strictAllowlist": _ref("bool"),
+    "deniedResolvedAddresses": _ref("strings"),
+    "allowUnixSockets": _ref("strings"),
+    "allowAllUnixSockets": _ref("bool"),
+    "allowLocalBinding": _ref("bool"),
+    "allowMachLookup": _ref("strings"),
+    "httpProxyPort": _ref("int"),
+    "socksProxyPort": _ref("int"),
+    "mitmProxy": _ref("object"),
+    "allowPlaintextHeaderSet": _ref("bool"),
+    "stripResponseHeaders": _ref("strings"),
+    "refuseOpaqueTunnels": _ref("bool"),
+    "requireHostMatch": _ref("bool"),
+    "ambiguousRequestTarget": _ref("str"),
+    "tlsTerminate": _ref("object"),
+    "parentProxy": _ref("object"),
+})
+_FILESYSTEM = _object({
+    "disabled": _ref("bool"),
+    "denyRead": _ref("paths"),
+    "allowRead": _ref("paths"),
+    "allowWrite": _ref("paths"),
+    "denyWrite": _ref("paths"),
+    "allowGitConfig": _ref("bool"),
+})
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$defs": _DEFS,
+    **_object({
+        "network": _NETWORK,
+        "filesystem": _FILESYSTEM,
+        "credentials": _ref("object"),
+        "ignoreViolations": _ref("object"),
+        "enableWeakerNestedSandbox": _ref("bool"),
+        "allowNestedUserNamespaces": _ref("bool"),
+        "enableWeakerNetworkIsolation": _ref("bool"),
+        "allowAppleEvents": _ref("bool"),
+        "ripgrep": _ref("object"),
+        "mandatoryDenySearchDepth": _ref("int"),
+        "allowPty": _ref("bool"),
+        "seccomp": _ref("object"),
+        "bwrapPath": _ref("str"),
+        "socatPath": _ref("str"),
+        "javaAgentJarPath": _ref("str"),
+        "windows": _ref("object"),
+        "git": _ref("object"),
+    }),
 }
-_FILESYSTEM_KEYS: dict[str, _Kind] = {
-    "disabled": "bool",
-    "denyRead": "paths",
-    "allowRead": "paths",
-    "allowWrite": "paths",
-    "denyWrite": "paths",
-    "allowGitConfig": "bool",
-}
-_TOP_LEVEL_KEYS: dict[str, _Kind | dict[str, _Kind]] = {
-    "network": _NETWORK_KEYS,
-    "filesystem": _FILESYSTEM_KEYS,
-    "credentials": "object",
-    "ignoreViolations": "object",
-    "enableWeakerNestedSandbox": "bool",
-    "allowNestedUserNamespaces": "bool",
-    "enableWeakerNetworkIsolation": "bool",
-    "allowAppleEvents": "bool",
-    "ripgrep": "object",
-    "mandatoryDenySearchDepth": "int",
-    "allowPty": "bool",
-    "seccomp": "object",
-    "bwrapPath": "str",
-    "socatPath": "str",
-    "javaAgentJarPath": "str",
-    "windows": "object",
-    "git": "object",
-}
+_VALIDATOR = Draft202012Validator(SETTINGS_SCHEMA)
 _PATH_LIST_KEYS = ("denyRead", "allowRead", "allowWrite", "denyWrite")
 
 
@@ -125,7 +164,8 @@ def preset_path(name: str) -> Path:
     available = ", ".join(preset_names()) or "none found"
     raise SandboxConfigError(
         f"unknown sandbox preset {name!r}; presets: {available} "
-        f"(or pass the path of an srt settings JSON file)"
+        f"(or pass the path of an srt settings JSON file)",
+        source=name,
     )
 
 
@@ -153,7 +193,8 @@ def load_sandbox_settings(
     Raises:
         SandboxConfigError: unknown preset, unreadable file, invalid JSON, an unknown key, a
             value of the wrong type, or a setting kernelbox refuses; the message names the
-            file (or preset) and the key.
+            file (or preset) and the key, and so do its ``source`` (the file's path) and
+            ``key`` (dotted) attributes.
     """
     if config is None:
         config = DEFAULT_PRESET
@@ -165,7 +206,7 @@ def load_sandbox_settings(
     else:
         path = Path(os.path.expanduser(os.fspath(config))).absolute()
         source = f"sandbox settings file {path}"
-    return validate_settings(_read_json(path, source), source=source)
+    return validate_settings(_read_json(path, source), source=source, path=path)
 
 
 def _json_copy(settings: Mapping[str, Any]) -> Any:
@@ -174,7 +215,8 @@ def _json_copy(settings: Mapping[str, Any]) -> Any:
     except (TypeError, ValueError) as exc:
         raise SandboxConfigError(
             f"sandbox_config mapping: not JSON-serialisable ({exc}); use str, number, bool, "
-            f"list and dict values only"
+            f"list and dict values only",
+            source="sandbox_config mapping",
         ) from exc
 
 
@@ -183,19 +225,19 @@ def _read_json(path: Path, source: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise SandboxConfigError(f"{source}: cannot be read ({reason})") from exc
+        raise SandboxConfigError(f"{source}: cannot be read ({reason})", source=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise SandboxConfigError(f"{source}: is not UTF-8 text ({exc.reason})") from exc
+        raise SandboxConfigError(f"{source}: is not UTF-8 text ({exc.reason})", source=str(path)) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SandboxConfigError(
-            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=str(path)
         ) from exc
 
 
-def validate_settings(settings: Any, *, source: str) -> dict[str, Any]:
-    """Check the structure and types of srt settings; reject what kernelbox must refuse.
+def validate_settings(settings: Any, *, source: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Check srt settings against `SETTINGS_SCHEMA`; reject what kernelbox must refuse.
 
     Deeper checks (domain pattern syntax, the nested ``credentials`` and ``tlsTerminate``
     objects) are srt's own, at launch.
@@ -203,86 +245,84 @@ def validate_settings(settings: Any, *, source: str) -> dict[str, Any]:
     Args:
         settings: parsed JSON.
         source: how to name the settings in messages, e.g. ``"sandbox settings file /x.json"``.
+        path: the settings file, if they came from one (the error's ``source`` attribute).
 
     Returns:
         `settings`, now known to be a dict of the right shape.
 
     Raises:
-        SandboxConfigError: the first problem found, naming `source` and the key.
+        SandboxConfigError: the first problem found (in the file's order), naming `source`
+            and the key; its ``key`` attribute is the key, dotted.
     """
-    if not isinstance(settings, dict):
-        raise SandboxConfigError(f"{source}: the settings must be a JSON object at top level")
-    _check_object(settings, _TOP_LEVEL_KEYS, prefix="", source=source)
-    _refuse_weakening(settings, source)
-    return settings
+    origin = os.fspath(path) if path is not None else source
+    errors = sorted(_VALIDATOR.iter_errors(settings), key=lambda error: _document_order(settings, error))
+    if errors:
+        message, key = _describe(errors[0], settings)
+        raise SandboxConfigError(f"{source}: {message}", source=origin, key=key)
+    _refuse_weakening(settings, source, origin)
+    return cast("dict[str, Any]", settings)
 
 
-def _check_object(
-    value: dict[str, Any],
-    schema: Mapping[str, _Kind | dict[str, _Kind]],
-    *,
-    prefix: str,
-    source: str,
-) -> None:
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if key not in schema:
-            raise SandboxConfigError(f"{source}: unknown key {name!r}{_suggestion(key, schema)}")
-        kind = schema[key]
-        if isinstance(kind, dict):
-            if not isinstance(item, dict):
-                raise SandboxConfigError(f"{source}: {name} must be an object")
-            _check_object(item, kind, prefix=f"{name}.", source=source)
-        else:
-            _check_value(item, kind, name=name, source=source)
+def _document_order(settings: Any, error: ValidationError) -> list[int]:
+    """Where `error` is in `settings`, as indices in the file's order (the first problem first)."""
+    order: list[int] = []
+    node = settings
+    for part in error.absolute_path:
+        order.append(list(node).index(part) if isinstance(node, dict) else int(part))
+        node = node[part]
+    if error.validator == "additionalProperties" and isinstance(node, dict):
+        order.append(min(index for index, key in enumerate(node) if key in _unknown_keys(error)))
+    return order
 
 
-def _suggestion(key: str, schema: Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(key, list(schema), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{hint}; known keys here: {', '.join(sorted(schema))}"
+def _unknown_keys(error: ValidationError) -> list[str]:
+    """The keys an ``additionalProperties`` error is about, in the file's order."""
+    known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    return [key for key in instance if key not in known]
 
 
-def _check_value(value: Any, kind: _Kind, *, name: str, source: str) -> None:
-    if not _has_kind(value, kind):
-        raise SandboxConfigError(
-            f"{source}: {name} must be {_KIND_TEXT[kind]} (got {_json_type(value)})"
+def _describe(error: ValidationError, settings: Any) -> tuple[str, str | None]:
+    """The message for a schema error in `settings`, and the dotted key it is about."""
+    parts = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        unknown = _unknown_keys(error)[0]
+        key = ".".join([*map(str, parts), unknown])
+        return f"unknown key {key!r}{_suggestion(unknown, known)}", key
+    if not parts:
+        return "the settings must be a JSON object at top level", None
+    # The setting is the longest start of the path that the schema names; the rest of the
+    # path is list indices or a map's own keys.
+    schema: dict[str, Any] = SETTINGS_SCHEMA
+    value = settings
+    names: list[str] = []
+    for part in parts:
+        properties = _resolve(schema).get("properties", {})
+        if not isinstance(part, str) or part not in properties:
+            break
+        schema, value = properties[part], value[part]
+        names.append(part)
+    name = ".".join(names)
+    if error.validator == "pattern":
+        return (
+            f"{name} entry {error.instance!r} must be a host name pattern such as 'pypi.org' or "
+            f"'*.example.com' (no scheme or path)",
+            name,
         )
-    if kind == "strings" and name.startswith("network.") and "Domains" in name:
-        for entry in value:
-            if "/" in entry:
-                raise SandboxConfigError(
-                    f"{source}: {name} entry {entry!r} must be a host name pattern such as "
-                    f"'pypi.org' or '*.example.com' (no scheme or path)"
-                )
+    return f"{name} must be {_resolve(schema)['description']} (got {_json_type(value)})", name
 
 
-def _has_kind(value: Any, kind: _Kind) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "strings":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind == "paths":
-        return isinstance(value, list) and all(_is_path_entry(v) for v in value)
-    if kind == "string_map":
-        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    return isinstance(value, dict)
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or the ``$defs`` entry it refers to."""
+    ref = schema.get("$ref")
+    return _DEFS[ref.rpartition("/")[2]] if isinstance(ref, str) else schema
 
 
-def _is_path_entry(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(value)
-    return (
-        isinstance(value, dict)
-        and set(value) == {"path", "literal"}
-        and isinstance(value["path"], str)
-        and bool(value["path"])
-        and value["literal"] is True
-    )
+def _suggestion(key: str, known: Mapping[str, object]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; known keys here: {', '.join(sorted(known))}"
 
 
 def _json_type(value: Any) -> str:
@@ -299,18 +339,22 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _refuse_weakening(settings: dict[str, Any], source: str) -> None:
+def _refuse_weakening(settings: dict[str, Any], source: str, origin: str) -> None:
     network = settings.get("network", {})
     if network.get("allowAllUnixSockets") is True:
         raise SandboxConfigError(
             f"{source}: network.allowAllUnixSockets=true is refused: on Linux it turns off "
             f"srt's seccomp filter, which is part of what keeps kernel code in the sandbox "
-            f"(remove the key; the gateway needs no Unix sockets)"
+            f"(remove the key; the gateway needs no Unix sockets)",
+            source=origin,
+            key="network.allowAllUnixSockets",
         )
     if settings.get("filesystem", {}).get("disabled") is True:
         raise SandboxConfigError(
             f"{source}: filesystem.disabled=true is refused: it removes every read and write "
-            f"rule (run with sandbox=False instead if that is what you want)"
+            f"rule (run with sandbox=False instead if that is what you want)",
+            source=origin,
+            key="filesystem.disabled",
         )
 
 
