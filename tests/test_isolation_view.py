@@ -237,7 +237,9 @@ async def test_read_paths_and_write_paths_extend_the_view(work: Path) -> None:
     with planted_canaries() as canaries, sandbox_work_dir("kernelbox-test-shared-") as shared:
         shown = canaries[0].parent
         async with kernel(work, sandbox=True, read_paths=[shown], write_paths=[shared]) as (_gw, kc):
-            reads = await read_from_kernel(kc, canaries[:2])
+            # canaries[-1] is otherproj/.env inside the shown directory: the presets' **/.env
+            # deny covers the directories the caller adds too.
+            reads = await read_from_kernel(kc, [*canaries[:2], canaries[-1]])
             text = await run(kc, f"""
                 open({str(shared / "out.txt")!r}, "w").write("shared")
                 try:
@@ -249,6 +251,7 @@ async def test_read_paths_and_write_paths_extend_the_view(work: Path) -> None:
         assert (shared / "out.txt").read_text() == "shared"
     assert reads[str(canaries[0])]["read"] == CANARY_TEXT
     assert reads[str(canaries[1])]["read"] is None
+    assert canaries[-1].is_relative_to(shown) and reads[str(canaries[-1])]["read"] is None
     assert "refused" in text, text
 
 

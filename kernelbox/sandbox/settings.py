@@ -380,6 +380,8 @@ class SandboxLayout:
             writable ones: ``denyRead: ["/"]`` with these in ``allowRead``
             (`kernelbox.sandbox.view`). Empty: the host stays readable apart from the denies.
         write_paths: more directories writable inside (the caller's ``write_paths``).
+        extra_roots: the directories the caller adds (``read_paths`` and ``write_paths``):
+            relative ``denyRead`` entries such as ``**/.env`` apply under each of them too.
     """
 
     working_dir: Path
@@ -390,6 +392,7 @@ class SandboxLayout:
     read_only_dirs: tuple[Path, ...] = ()
     view: tuple[Path, ...] = ()
     write_paths: tuple[Path, ...] = ()
+    extra_roots: tuple[Path, ...] = ()
 
 
 def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> dict[str, Any]:
@@ -421,6 +424,12 @@ def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> di
     for key in _PATH_LIST_KEYS:
         entries = filesystem.get(key, [])
         filesystem[key] = _absolute_entries(entries, layout.home_dirs, layout.working_dir)
+    # A relative deny (``**/.env``) protects every directory the caller adds as well, not only
+    # the working directory.
+    for root in layout.extra_roots:
+        relative = [entry for entry in settings.get("filesystem", {}).get("denyRead", [])
+                    if not posixpath.isabs(_entry_path(entry)) and not _entry_path(entry).startswith("~")]
+        filesystem["denyRead"] += _absolute_entries(relative, layout.home_dirs, root)
     writable = [str(layout.working_dir), str(layout.state_dir), *map(str, layout.write_paths)]
     filesystem["allowWrite"] = _unique(filesystem["allowWrite"] + writable)
     readable = writable + [str(path) for path in (*layout.runtime_dirs, *layout.view)]

@@ -256,6 +256,9 @@ def prepare_sandbox(
         read_only_dirs=(state_dir / KERNELSPEC_DIR_NAME, state_dir / BIN_DIR_NAME, *read_only_host_code),
         view=tuple(view_read_paths([*runtime, *read_paths])) if sys.platform.startswith("linux") else (),
         write_paths=tuple(write_paths),
+        extra_roots=tuple(
+            path for path in (*map(Path, read_paths), *write_paths) if Path(path).is_dir()
+        ),
     )
     effective = effective_settings(settings, layout)
     if sys.platform.startswith("linux"):
