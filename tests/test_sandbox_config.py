@@ -25,8 +25,10 @@ from kernelbox.sandbox import (
     load_sandbox_settings,
     prepare_sandbox,
     preset_names,
+    preset_path,
     sandbox_env,
     seccomp_helper,
+    validate_settings,
 )
 from kernelbox.sandbox import srt as _srt
 
@@ -77,6 +79,15 @@ def test_none_means_the_default_preset() -> None:
 def test_every_preset_denies_the_credential_stores(name: str) -> None:
     settings = load_sandbox_settings(name)
     assert set(CREDENTIAL_STORES) <= set(settings["filesystem"]["denyRead"])
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_is_valid_against_the_schema(name: str) -> None:
+    """Presets are not schema-checked at run time (importing jsonschema costs ~1.2 s): here."""
+    path = preset_path(name)
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    assert validate_settings(settings, source=f"preset {name}", path=path) == settings
+    assert load_sandbox_settings(name) == settings
 
 
 @pytest.mark.parametrize("name", ["default", "pypi", "github", "strict"])

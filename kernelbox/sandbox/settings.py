@@ -10,17 +10,19 @@ are validated against the keys srt 0.0.83 accepts (`SETTINGS_SCHEMA`, a JSON Sch
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
-
-from jsonschema import Draft202012Validator, ValidationError
+from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import SandboxConfigError
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, ValidationError
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -138,7 +140,19 @@ SETTINGS_SCHEMA: dict[str, Any] = {
         "git": _ref("object"),
     }),
 }
-_VALIDATOR = Draft202012Validator(SETTINGS_SCHEMA)
+@functools.cache
+def _validator() -> Draft202012Validator:
+    """The schema's validator, made on first use.
+
+    Importing ``jsonschema`` costs about 1.2 s of CPU here (measured): with the optional format
+    checkers Jupyter's own dependencies install, ``rfc3987_syntax`` builds a grammar at import.
+    The shipped presets are checked against the schema by the test suite, not at run time, so
+    a gateway started with a preset (the common case) never pays it; a settings file or mapping
+    of the caller's is validated here.
+    """
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(SETTINGS_SCHEMA)
 _PATH_LIST_KEYS = ("denyRead", "allowRead", "allowWrite", "denyWrite")
 
 
@@ -203,6 +217,10 @@ def load_sandbox_settings(
     if _is_preset_name(config):
         path = preset_path(str(config))
         source = f"sandbox preset {config!r} ({path})"
+        # Package data, checked against the schema by the test suite (see `_validator`).
+        settings = _read_json(path, source)
+        _refuse_weakening(settings, source, os.fspath(path))
+        return cast("dict[str, Any]", settings)
     else:
         path = Path(os.path.expanduser(os.fspath(config))).absolute()
         source = f"sandbox settings file {path}"
@@ -255,7 +273,7 @@ def validate_settings(settings: Any, *, source: str, path: str | os.PathLike[str
             and the key; its ``key`` attribute is the key, dotted.
     """
     origin = os.fspath(path) if path is not None else source
-    errors = sorted(_VALIDATOR.iter_errors(settings), key=lambda error: _document_order(settings, error))
+    errors = sorted(_validator().iter_errors(settings), key=lambda error: _document_order(settings, error))
     if errors:
         message, key = _describe(errors[0], settings)
         raise SandboxConfigError(f"{source}: {message}", source=origin, key=key)
