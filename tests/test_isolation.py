@@ -149,7 +149,7 @@ async def test_2_gateway_process_is_out_of_reach(work: Path) -> None:
                 except OSError:
                     continue
                 argv = cmdline.split(b"\\0")
-                if b"kernelbox._child.gateway_app" not in argv:
+                if b"kernelbox._child.gateway" not in argv:
                     continue
                 print("found gateway", pid)
                 try:
@@ -290,7 +290,7 @@ while time.monotonic() < deadline:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"kernel_launcher" not in cmdline:
+        if b"kernelbox._child.kernel" not in cmdline:
             continue
         seen.add(pid)
         try:

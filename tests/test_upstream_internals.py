@@ -25,7 +25,7 @@ INTERNALS = [
       "kernel_manager_class", "_kernels", "list_kernels", "kernel_model", "shutdown_kernel", "start_kernel",
       "start_watching_activity", "stop_watching_activity", "untracked_message_types",
       "last_kernel_activity", "_kernel_buffers"]),
-    # kernelbox._child.activity.IOPubStream overrides _handle_recv and close.
+    # kernelbox._child.gateway.activity.IOPubStream overrides _handle_recv and close.
     ("zmq.eventloop.zmqstream", "ZMQStream",
      ["_handle_recv", "_run_callback", "_rebuild_io_state", "close", "closed", "on_recv", "send_multipart",
       "_handle_events", "_update_handler", "_handle_send", "sending"]),
@@ -75,11 +75,11 @@ def test_zmqstream_still_keeps_the_state_iopubstream_reads() -> None:
 
     source = inspect.getsource(ZMQStream.__init__)
     for name in ("socket", "io_loop", "_recv_callback", "_recv_copy", "_flushed", "_close_callback"):
-        assert f"self.{name} =" in source, f"ZMQStream no longer sets {name}: adapt kernelbox._child.activity"
+        assert f"self.{name} =" in source, f"ZMQStream no longer sets {name}: adapt kernelbox._child.gateway.activity"
 
 
 def test_jupyter_servers_activity_rules_are_the_ones_kernelbox_keeps() -> None:
-    """kernelbox._child.activity.KernelActivity.record restates ``record_activity``'s rules."""
+    """kernelbox._child.gateway.activity.KernelActivity.record restates ``record_activity``'s rules."""
     from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 
     source = inspect.getsource(MappingKernelManager.start_watching_activity)
@@ -131,7 +131,7 @@ def test_the_local_provisioner_still_records_only_what_a_takeover_records() -> N
 
 
 def test_jupyter_client_still_launches_kernels_as_the_prelaunch_does() -> None:
-    # kernelbox._child._prelaunch starts the first kernel as launch_kernel would on POSIX; the
+    # kernelbox._child.gateway.prelaunch starts the first kernel as launch_kernel would on POSIX; the
     # takeover compares argv, env and arguments at run time, but not these two.
     from jupyter_client import launcher
 
@@ -141,7 +141,7 @@ def test_jupyter_client_still_launches_kernels_as_the_prelaunch_does() -> None:
 
 
 def test_kernelspec_lookup_still_adds_only_ipythons_directory_to_jupyter_path() -> None:
-    # gateway_app._skip_empty_ipython_kernel_dir sets kernel_dirs to jupyter_path("kernels"),
+    # app._skip_empty_ipython_kernel_dir sets kernel_dirs to jupyter_path("kernels"),
     # the default without IPython's directory.
     from jupyter_client.kernelspec import KernelSpecManager
 

@@ -11,7 +11,7 @@ Gateway 3). When the connection drops while the kernel lives, it reconnects with
 session id: Jupyter Server buffers the session's messages while it is away and replays them
 (``ZMQChannelsWebsocketConnection`` and ``MappingKernelManager.start_buffering``); kernelbox's
 gateway also replays what it had sent just before the drop (``replay=sent``, see
-`kernelbox._child.kernel_websocket`), and `Execution` drops repeats by ``msg_id``.
+`kernelbox._child.gateway.websocket`), and `Execution` drops repeats by ``msg_id``.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantV
 
     Directories on ``JUPYTER_PATH`` come first in kernelspec lookup, so it replaces
     ipykernel's built-in ``python3`` for this gateway only. Kernels start through
-    `kernelbox._child.kernel_launcher` with ``-P``: a ``json.py`` or ``logging.py`` in the
+    `kernelbox._child.kernel.launcher` with ``-P``: a ``json.py`` or ``logging.py`` in the
     working directory cannot break the kernel's start-up (user code can still import modules
     from there, as in a notebook; ipykernel puts the working directory on ``sys.path``).
     They read their connection info from standard input (``--connection-info-stdin``), and
@@ -101,12 +101,12 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantV
         state_dir: the gateway's state directory.
         memory_limit: bytes each kernel may allocate (``RLIMIT_DATA``), or None.
         tenants: make each kernel a tenant of its own (``--tenant``, see
-            `kernelbox._child.kernel_launcher`), or None.
+            `kernelbox._child.kernel.launcher`), or None.
     """
     data_dir = state_dir / "jupyter"
     spec_dir = data_dir / "kernels" / "python3"
     spec_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-P", "-m", "kernelbox._child.kernel_launcher"]
+    argv = [sys.executable, "-P", "-m", "kernelbox._child.kernel"]
     if memory_limit is not None:
         argv += ["--memory-limit", str(memory_limit)]
     if tenants is not None:

@@ -12,7 +12,7 @@ by `KernelGateway.join()`; none is dropped.
 The gateway's log pipe (its stdout and stderr) carries two kinds of lines: the gateway's own
 records (``[I 12:00:00.000 KernelGatewayApp] ...``, logged under ``kernelbox.gateway`` at the
 level their prefix names), and kernel output records that the gateway writes for its kernels
-(``[K <kernel id>] ...``, see `kernelbox._child.kernel_output`), logged under
+(``[K <kernel id>] ...``, see `kernelbox._child.gateway.kernel_output`), logged under
 ``kernelbox.kernel`` at DEBUG whatever they say. Kernels never write to this pipe: each has a
 pipe of its own, read by the gateway.
 """
@@ -36,7 +36,7 @@ import anyio.abc
 import httpx
 import psutil
 
-from .._child.kernel_output import parse_record
+from .._child.gateway.kernel_output import parse_record
 from .._errors import GatewayExitedError, GatewayStartError, KernelboxError
 from .._tasks import BackgroundTask
 from ._cgroups import protect_from_oom_killer

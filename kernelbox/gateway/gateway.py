@@ -1,7 +1,7 @@
 """`KernelGateway`: start, supervise and stop a Jupyter Kernel Gateway process.
 
 The supervisor binds the listening socket itself and hands it to the gateway process as its
-standard input (socket activation, see `kernelbox._child.gateway_app`). So the port is known
+standard input (socket activation, see `kernelbox._child.gateway`). So the port is known
 before the process starts (``port=0`` has no find-a-free-port race), a sandboxed gateway in
 its own network namespace stays reachable, and readiness needs no polling: a request sent
 right away waits in the socket's backlog until the gateway accepts it.
@@ -48,7 +48,7 @@ _LISTEN_BACKLOG = 128
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 # -I: the gateway's imports come from the installation only; a json.py or sitecustomize.py in
 # the working directory (or on PYTHONPATH, which kernels need for %pip packages) cannot shadow them.
-_GATEWAY_MODULE = [sys.executable, "-I", "-m", "kernelbox._child.gateway_app"]
+_GATEWAY_MODULE = [sys.executable, "-I", "-m", "kernelbox._child.gateway"]
 
 
 def _bind_listening_socket(host: str, port: int) -> socket.socket:
@@ -420,7 +420,7 @@ class KernelGateway:
         """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise)."""
         if not self.config.isolate_kernels:
             return None
-        from .._child._hardening import MIN_FILESYSTEM_ABI, landlock_abi
+        from .._child.kernel.hardening import MIN_FILESYSTEM_ABI, landlock_abi
         from ..sandbox.view import view_read_paths
 
         if sys.platform.startswith("linux") and landlock_abi() < MIN_FILESYSTEM_ABI:

@@ -36,7 +36,7 @@ import zmq
 from jupyter_client.session import DELIM
 from jupyter_server._tz import utcnow
 
-from kernelbox._child.streams import LeanStream
+from kernelbox._child.gateway.streams import LeanStream
 
 logger = logging.getLogger("kernelbox.gateway.activity")
 

@@ -1,7 +1,7 @@
 """`LeanStream`: pyzmq's ``ZMQStream`` with fewer event-loop turns per message.
 
 Runs in the gateway process, for every kernel channel the kernel manager connects (see
-``SettlingKernelManager.connect_*`` in `kernelbox._child.gateway_app`). Stock ``ZMQStream``
+``SettlingKernelManager.connect_*`` in `kernelbox._child.gateway.kernel_manager`). Stock ``ZMQStream``
 (``zmq/eventloop/zmqstream.py``) receives one message per readiness event and then schedules
 another loop turn if more are queued; and it never sends at once: ``send_multipart`` queues the
 message, asks the loop for ``POLLOUT`` and sends on a later turn. Per ``1+1`` that was a third
