@@ -115,8 +115,7 @@ def test_fractional_cull_seconds_reach_the_gateway_unrounded() -> None:
     from kernelbox._child.gateway.app import _config_argv
     from kernelbox.gateway.config import GatewayConfig
 
-    options = GatewayConfig(cull_idle_timeout=0.5, cull_interval=0.25).gateway_app_options()
-    argv = _config_argv(options)
+    argv = _config_argv(GatewayConfig(cull_idle_timeout=0.5, cull_interval=0.25))
     assert "--PooledKernelManager.cull_idle_timeout=0.5" in argv
     assert "--PooledKernelManager.cull_interval=0.25" in argv
 

@@ -13,7 +13,6 @@ This module is the public face; the parts live beside it: `config` (the options)
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -161,7 +160,8 @@ class KernelGateway:
             `host` and `port` (e.g. one passed by systemd socket activation). The gateway
             does not close it on `stop()`; it stays the caller's.
 
-    The options are validated into a `GatewayConfig` (``.config``) before anything starts.
+    The options are validated into a `GatewayConfig` (``.config``) before anything starts;
+    `from_config` starts from such a config instead.
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or an invalid value (e.g.
@@ -242,6 +242,26 @@ class KernelGateway:
         self._supervisor: Supervisor | None = None
         self._stopped = anyio.Event()
         self._state: State = "new"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        *,
+        on_restart: Callable[[GatewayRestart], object] | None = None,
+        listen_socket: socket.socket | None = None,
+    ) -> KernelGateway:
+        """A gateway with the options of `config` (``KernelGateway(**config.arguments())``).
+
+        With `listen_socket`, the socket's address replaces ``config.host`` and ``config.port``,
+        as with the constructor.
+
+        Raises:
+            TypeError: `config` is not a `GatewayConfig`, or as the constructor.
+        """
+        if not isinstance(config, GatewayConfig):
+            raise TypeError(f"config must be a GatewayConfig, not {type(config).__name__}")
+        return cls(**config.arguments(), on_restart=on_restart, listen_socket=listen_socket)
 
     # -- options, as attributes (read-only views of `config`) -----------------------------
 
@@ -406,7 +426,7 @@ class KernelGateway:
         env["JUPYTER_PATH"] = str(
             write_kernelspec(self._state_dir, self.config.kernel_memory_limit, tenants=self._tenant_view())
         )
-        command = [*_GATEWAY_MODULE, json.dumps(self.config.gateway_app_options())]
+        command = [*_GATEWAY_MODULE, self.config.process_argument()]
         launch = self._launcher.prepare(
             command, env=env, working_dir=self.config.resolved_working_dir, state_dir=self._state_dir
         )

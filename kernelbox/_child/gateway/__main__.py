@@ -1,18 +1,19 @@
 """``python -I -m kernelbox._child.gateway OPTIONS_JSON``: run the gateway process.
 
 Run by `KernelGateway` in a session of its own, possibly inside the OS sandbox, with the
-listening socket as standard input and the options (`GatewayProcessOptions`) as the only
-argument. The steps are ordered, which is why they live here and not in
+listening socket as standard input and its options (`GatewayProcessOptions`, as JSON) as the
+only argument. The steps are ordered, which is why they live here and not in
 `kernelbox._child.gateway.app`, whose import is the last of them:
 
 1. **Harden**, before anything else and so before any kernel exists: undumpable (kernels of
    the same uid cannot read this process's memory, environment or descriptors), then a new
    session keyring (kernels cannot read the supervisor's keys); see
    `kernelbox._child.kernel.hardening`.
-2. **Start the first kernel** (`kernelbox._child.gateway.prelaunch`), so that it imports
+2. **Read the options**: a bad argument stops the process before any kernel exists.
+3. **Start the first kernel** (`kernelbox._child.gateway.prelaunch`), so that it imports
    ipykernel while this process imports Jupyter Server.
-3. **Refuse three slow optional imports** (`_refuse_slow_optional_imports`).
-4. **Import the gateway and serve** (`kernelbox._child.gateway.app.serve`).
+4. **Refuse three slow optional imports** (`_refuse_slow_optional_imports`).
+5. **Import the gateway and serve** (`kernelbox._child.gateway.app.serve`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import atexit
 import sys
 
+from kernelbox._child.gateway.options import GatewayProcessOptions
 from kernelbox._child.gateway.prelaunch import PrelaunchedKernel, prelaunch_kernel, report_failure
 from kernelbox._child.kernel.hardening import join_new_session_keyring, make_undumpable
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     make_undumpable()
     join_new_session_keyring()
+    args = sys.argv[1:] if argv is None else argv
+    options = GatewayProcessOptions.from_process_argument(args[0]) if args else GatewayProcessOptions()
     prelaunched: PrelaunchedKernel | None = None
     try:
         prelaunched = prelaunch_kernel()
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     _refuse_slow_optional_imports()
     from kernelbox._child.gateway.app import serve
 
-    serve(sys.argv[1:] if argv is None else argv, prelaunched=prelaunched)
+    serve(options, prelaunched=prelaunched)
 
 
 if __name__ == "__main__":

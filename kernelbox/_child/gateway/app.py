@@ -41,7 +41,6 @@ nor listen to it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -57,6 +56,7 @@ from kernel_gateway.gatewayapp import KernelGatewayApp
 from tornado import httpserver, web
 from tornado.log import access_log
 
+from kernelbox._child.gateway.options import GatewayProcessOptions
 from kernelbox._child.gateway.prelaunch import PrelaunchedKernel
 from kernelbox._child.kernel.hardening import landlock_abi
 
@@ -216,10 +216,14 @@ def _warn_without_landlock(app: KernelGatewayApp) -> None:
         )
 
 
-def _config_argv(config: dict[str, Any]) -> list[str]:
+def _config_argv(options: GatewayProcessOptions) -> list[str]:
+    """Kernel Gateway's command line (traitlets) for `options` and kernelbox's fixed settings.
+
+    A command line, not a config object: it takes precedence over any Jupyter config file.
+    """
     argv = [
         "--KernelGatewayApp.api=kernel_gateway.jupyter_websocket",
-        f"--KernelGatewayApp.log_level={config.get('log_level', 'INFO')}",
+        f"--KernelGatewayApp.log_level={options.log_level}",
         "--KernelGatewayApp.port_retries=0",
         "--KernelGatewayApp.kernel_websocket_connection_class="
         "kernelbox._child.gateway.websocket.KernelWebsocketConnection",
@@ -231,31 +235,32 @@ def _config_argv(config: dict[str, Any]) -> list[str]:
         # exceeded"): silent loss. The client bounds output itself, with a visible marker.
         "--ZMQChannelsWebsocketConnection.limit_rate=False",
         "--KernelGatewayApp.kernel_manager_class=kernelbox._child.gateway.pool.PooledKernelManager",
-        f"--PooledKernelManager.pool_size={int(config.get('pool_size') or 0)}",
+        f"--PooledKernelManager.pool_size={options.pool_size}",
         # Every kernel socket CurveZMQ-encrypted; the kernelspec declares "curve" support.
         "--KernelManager.transport_encryption=required",
     ]
-    if config.get("max_kernels") is not None:
-        argv.append(f"--KernelGatewayApp.max_kernels={int(config['max_kernels'])}")
-    for name in ("cull_idle_timeout", "cull_interval"):
-        if config.get(name) is not None:
-            # Seconds as given (0.5 stays 0.5): PooledKernelManager declares these as floats.
-            argv.append(f"--PooledKernelManager.{name}={float(config[name])!r}")
-    for name in ("cull_connected", "cull_busy"):
-        if config.get(name) is not None:
-            argv.append(f"--MappingKernelManager.{name}={bool(config[name])}")
+    if options.max_kernels is not None:
+        argv.append(f"--KernelGatewayApp.max_kernels={options.max_kernels}")
+    # Seconds as given (0.5 stays 0.5): PooledKernelManager declares these as floats.
+    if options.cull_idle_timeout is not None:
+        argv.append(f"--PooledKernelManager.cull_idle_timeout={options.cull_idle_timeout!r}")
+    if options.cull_interval is not None:
+        argv.append(f"--PooledKernelManager.cull_interval={options.cull_interval!r}")
+    if options.cull_connected is not None:
+        argv.append(f"--MappingKernelManager.cull_connected={options.cull_connected}")
+    if options.cull_busy is not None:
+        argv.append(f"--MappingKernelManager.cull_busy={options.cull_busy}")
     return argv
 
 
-def serve(args: list[str], prelaunched: PrelaunchedKernel | None = None) -> None:
+def serve(options: GatewayProcessOptions, prelaunched: PrelaunchedKernel | None = None) -> None:
     """Run the gateway until it is stopped; only in the gateway process, which hardened itself
     first (`kernelbox._child.gateway.__main__`).
 
     Args:
-        args: the options JSON as the only element (none: the defaults).
+        options: what the supervisor asked for.
         prelaunched: the kernel started before Jupyter was imported, for the first kernel start.
     """
-    config: dict[str, Any] = json.loads(args[0]) if args else {}
     sock = _adopt_stdin_socket()
     logging.getLogger("tornado.general").addFilter(_JupyterPingMismatchFilter())
     logging.getLogger("tornado.application").addFilter(_ConnectionChatterFilter())
@@ -264,7 +269,7 @@ def serve(args: list[str], prelaunched: PrelaunchedKernel | None = None) -> None
     app = SocketActivatedGatewayApp()
     app.listening_socket = sock
     app.env_process_whitelist = kernel_env_names
-    app.initialize(_config_argv(config))
+    app.initialize(_config_argv(options))
     app.log.addFilter(_ConnectionChatterFilter())
     _skip_empty_ipython_kernel_dir(app.kernel_spec_manager)
     _warn_without_landlock(app)
