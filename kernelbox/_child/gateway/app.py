@@ -56,6 +56,7 @@ from kernel_gateway.gatewayapp import KernelGatewayApp
 from tornado import httpserver, web
 from tornado.log import access_log
 
+from kernelbox._child.gateway._upstream import AppInternals
 from kernelbox._child.gateway.options import GatewayProcessOptions
 from kernelbox._child.gateway.prelaunch import PrelaunchedKernel
 from kernelbox._child.kernel.hardening import landlock_abi
@@ -65,7 +66,7 @@ KERNEL_POLL_SECONDS = 0.5
 _PRIVATE_ENV = ("KG_AUTH_TOKEN",)
 
 
-class SocketActivatedGatewayApp(KernelGatewayApp):
+class SocketActivatedGatewayApp(AppInternals):
     """`KernelGatewayApp` that serves on an already-listening socket instead of binding one."""
 
     listening_socket: socket.socket | None = None
@@ -77,24 +78,24 @@ class SocketActivatedGatewayApp(KernelGatewayApp):
     def init_http_server(self) -> None:
         assert self.listening_socket is not None
         self.http_server = httpserver.HTTPServer(
-            self.web_app, xheaders=self.trust_xheaders, ssl_options=self._build_ssl_options()
+            self.web_app, xheaders=self.trust_xheaders, ssl_options=self.build_ssl_options()
         )
         self.http_server.add_socket(self.listening_socket)
         self.port = self.listening_socket.getsockname()[1]
 
-    async def _stop(self) -> None:
+    async def stop_async(self) -> None:
         self.kernel_manager.discard_prelaunched()
         try:
-            await super()._stop()
+            await super().stop_async()
         finally:
             self.kernel_manager.kernel_output.close_all()
 
     def init_signal(self) -> None:
         # SIGINT stops the gateway instead of asking "Shutdown this Jupyter server?" on a TTY.
         super().init_signal()
-        signal.signal(signal.SIGINT, self._signal_stop)
+        signal.signal(signal.SIGINT, self.on_stop_signal)
 
-    def _signal_stop(self, sig: int, frame: Any) -> None:
+    def on_stop_signal(self, sig: int, frame: Any) -> None:
         # Only records: Kernel Gateway's handler logs, and a signal that lands while the main
         # thread writes a log line makes that a reentrant write to stderr, which raises
         # RuntimeError in the handler before it stops anything (the signal was lost).

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pathlib
 import socket
 from typing import Any
 
@@ -23,8 +22,8 @@ import psutil
 from jupyter_client.connect import LocalPortCache, port_names
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
-from kernel_gateway.services.kernels.manager import KernelGatewayIOLoopKernelManager
 
+from kernelbox._child.gateway._upstream import KernelManagerInternals, record_launched_process, scrub_launch_kwargs
 from kernelbox._child.gateway.activity import IOPubStream, KernelActivity
 from kernelbox._child.gateway.kernel_output import KernelOutputPipes
 from kernelbox._child.gateway.prelaunch import PrelaunchedKernel, connection_info_pipe
@@ -34,7 +33,7 @@ from kernelbox._child.gateway.streams import LeanStream
 RESTART_SETTLE_SECONDS = 10.0
 
 
-class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
+class PrivateConnectionKernelManager(KernelManagerInternals):
     """A kernel manager that never writes a connection file.
 
     The ports, the HMAC key and the CurveZMQ key pair stay in this process's memory and reach
@@ -44,13 +43,11 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
     ``launch_kernel`` closes that pipe before returning.
     """
 
-    _connection_file_written: bool
-
     def write_connection_file(self, **kwargs: Any) -> None:
         """Choose free ports for those still 0 (as jupyter_client would), and write nothing."""
-        if self._connection_file_written:
+        if self.connection_info_chosen:
             return
-        self._record_random_port_names()
+        self.record_random_port_names()
         held = []
         try:
             for name in port_names:
@@ -62,18 +59,17 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
         finally:
             for probe in held:
                 probe.close()
-        self._connection_file_written = True
+        self.connection_info_chosen = True
 
     def cleanup_connection_file(self) -> None:
-        self._connection_file_written = False
+        self.connection_info_chosen = False
 
-    async def _async_pre_start_kernel(self, **kw: Any) -> Any:
-        kernel_id = self.kernel_id or kw.get("kernel_id")
+    def prepare_start(self, kernel_id: str | None) -> None:
+        """Take over the pre-launched kernel when the pool offered it to `kernel_id`."""
         take = getattr(self.parent, "take_prelaunched", None)
         prelaunched = take(kernel_id) if take is not None and kernel_id else None
         if prelaunched is not None:
             self._prepare_takeover(prelaunched)
-        return await super()._async_pre_start_kernel(**kw)
 
     def _prepare_takeover(self, prelaunched: PrelaunchedKernel) -> None:
         """Give this kernel the pre-launched process's connection info and a provisioner
@@ -106,7 +102,7 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
         provisioner.prelaunched = prelaunched
         self.provisioner = provisioner
 
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+    async def launch_process(self, kernel_cmd: list[str], **kw: Any) -> None:
         """Launch with the connection info on a pipe as stdin, and stdout and stderr on a pipe
         of the kernel's own, read by the kernel manager's `KernelOutputPipes`."""
         info = {
@@ -121,7 +117,7 @@ class PrivateConnectionKernelManager(KernelGatewayIOLoopKernelManager):
         try:
             read_end = connection_info_pipe(info)
             try:
-                await super()._async_launch_kernel(
+                await super().launch_process(
                     kernel_cmd, **{**kw, "stdin": read_end, "stdout": output_write, "stderr": output_write}
                 )
             finally:
@@ -171,7 +167,7 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
         self.took_over_prelaunched = False
         if prelaunched is None:
             return await super().launch_kernel(cmd, **kwargs)
-        scrubbed = LocalProvisioner._scrub_kwargs(kwargs)
+        scrubbed = scrub_launch_kwargs(kwargs)
         env = scrubbed.pop("env", None)
         scrubbed.pop("stdin", None)  # the same connection info line, checked below
         # A new output pipe (`PrivateConnectionKernelManager`): the process has one of its own.
@@ -193,13 +189,7 @@ class PrelaunchedKernelProvisioner(LocalProvisioner):
             return await super().launch_kernel(cmd, **kwargs)
         prelaunched.taken = True
         self.took_over_prelaunched = True
-        self.process = prelaunched.process
-        self.pid = self.process.pid
-        try:
-            self.pgid = os.getpgid(self.pid)
-        except OSError:
-            self.pgid = None  # as LocalProvisioner: signals then go to the process alone
-        self.cwd = kwargs.get("cwd", pathlib.Path.cwd())
+        record_launched_process(self, prelaunched.process, kwargs)
         self.log.info("Kernel %s is the pre-launched kernel process [pid %d]", self.kernel_id, self.pid)
         return self.connection_info
 

@@ -15,11 +15,11 @@ import logging
 from typing import Any
 
 from jupyter_client.connect import LocalPortCache
-from jupyter_server._tz import utcnow
 from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
 from tornado.ioloop import IOLoop
 from traitlets import Float, Integer, default
 
+from kernelbox._child.gateway._upstream import set_activity_stream, utcnow
 from kernelbox._child.gateway.kernel_manager import (
     RESTART_SETTLE_SECONDS,
     RUNNING_STATES,
@@ -28,11 +28,11 @@ from kernelbox._child.gateway.kernel_manager import (
 )
 from kernelbox._child.gateway.kernel_output import KernelOutputPipes
 from kernelbox._child.gateway.prelaunch import PrelaunchedKernel
-from kernelbox._child.gateway.primed import PRIMED_ATTRIBUTE, prime_pooled_kernel
-from kernelbox._child.gateway.websocket import POOL_REFILL_ATTRIBUTE
+from kernelbox._child.gateway.primed import prime_pooled_kernel
+from kernelbox._child.gateway.registry import KernelRegistry
 
 # A handed-out kernel's replacement starts once the client has its first reply (see
-# `POOL_REFILL_ATTRIBUTE`), or after this many seconds if no client ever connects.
+# `KernelRegistry.pool_refills`), or after this many seconds if no client ever connects.
 POOL_REFILL_FALLBACK_SECONDS = 1.0
 
 
@@ -67,6 +67,8 @@ class PooledKernelManager(SeedingMappingKernelManager):
         self._pool_ids: set[str] = set()  # ready or still starting
         self._filling = 0
         self._fill_tasks: set[asyncio.Task[None]] = set()
+        # What the pool and the kernels' WebSocket connections pass each other, by kernel id.
+        self.registry = KernelRegistry()
         # Started before this process imported Jupyter (see `kernelbox._child.gateway.prelaunch`);
         # offered to the first kernel start only, then taken over or killed.
         self.prelaunched: PrelaunchedKernel | None = None
@@ -139,7 +141,7 @@ class PooledKernelManager(SeedingMappingKernelManager):
             self.log.info("Handed out pooled kernel %s (%d ready)", kernel_id, len(self._pool))
             # Starting the replacement costs a fork and a second of CPU for its imports: on a
             # small machine it would slow this kernel's first round trips, so it waits for them.
-            setattr(self.get_kernel(kernel_id), POOL_REFILL_ATTRIBUTE, self.fill_pool)
+            self.registry.pool_refills[kernel_id] = self.fill_pool
             asyncio.get_running_loop().call_later(POOL_REFILL_FALLBACK_SECONDS, self.fill_pool)
             return kernel_id
         if not args:
@@ -150,7 +152,7 @@ class PooledKernelManager(SeedingMappingKernelManager):
         """Start kernels until `pool_size` are ready or starting (within ``max_kernels``)."""
         max_kernels = getattr(self.parent, "max_kernels", None)
         while len(self._pool) + self._filling < self.pool_size:
-            if max_kernels is not None and len(self._kernels) >= max_kernels:
+            if max_kernels is not None and len(self) >= max_kernels:
                 return
             self._filling += 1
             task = asyncio.ensure_future(self._add_pooled_kernel())
@@ -166,7 +168,7 @@ class PooledKernelManager(SeedingMappingKernelManager):
             # Ready = answered kernel_info; the reply is cached and the channels are left
             # connected for the kernel's first WebSocket, which then waits for neither.
             manager = self.get_kernel(kernel_id)
-            await prime_pooled_kernel(
+            self.registry.primed[kernel_id] = await prime_pooled_kernel(
                 manager, timeout=self.pool_ready_timeout,
                 kernel_running=lambda: process_state(manager) in RUNNING_STATES,
             )
@@ -192,7 +194,7 @@ class PooledKernelManager(SeedingMappingKernelManager):
         mid-restart). `KernelClient` reads it to tell a stopped kernel from a busy one.
         """
         model: dict[str, Any] = super().kernel_model(kernel_id)
-        state = process_state(self._kernels[kernel_id])
+        state = process_state(self.get_kernel(kernel_id))
         if state is not None:
             model["process_state"] = state
         return model
@@ -204,15 +206,15 @@ class PooledKernelManager(SeedingMappingKernelManager):
         live (read by a WebSocket connection, or held by the offline buffer after one): see
         `kernelbox._child.gateway.activity`.
         """
-        kernel = self._kernels[kernel_id]
+        kernel = self.get_kernel(kernel_id)
         kernel.reason = ""
         kernel.last_activity = utcnow()
         stream = kernel.connect_iopub()
         kernel.activity.watch(stream)
-        kernel._activity_stream = stream
+        set_activity_stream(kernel, stream)
 
     def stop_watching_activity(self, kernel_id: str) -> None:
-        self._kernels[kernel_id].activity.unwatch()
+        self.get_kernel(kernel_id).activity.unwatch()
         super().stop_watching_activity(kernel_id)
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
@@ -224,12 +226,14 @@ class PooledKernelManager(SeedingMappingKernelManager):
         # fails in jupyter_client with InvalidStateError ("Exception is not set": its
         # ``ready`` future is pending), an HTTP 500 for a client's reset(); or it interrupts
         # the new kernel while it imports. So wait (bounded) for the restart to finish.
-        manager = self._kernels.get(kernel_id)
-        primed = manager.__dict__.pop(PRIMED_ATTRIBUTE, None) if manager is not None else None
-        if primed is not None:  # a pooled kernel that never had a WebSocket
-            primed.close()
+        manager = self.get_kernel(kernel_id) if kernel_id in self else None
+        self.registry.forget(kernel_id)  # closes a pooled kernel's channels if it never had a WebSocket
         restarted = getattr(manager, "restart_finished", None)
         if restarted is not None and not restarted.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(restarted.wait(), RESTART_SETTLE_SECONDS)
         await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+
+    def remove_kernel(self, kernel_id: str) -> Any:
+        self.registry.forget(kernel_id)
+        return super().remove_kernel(kernel_id)

@@ -1,23 +1,23 @@
 """A pooled kernel's channels, connected and primed while it waits in the pool.
 
 `prime_pooled_kernel` (called by the pool, `kernelbox._child.gateway.pool`) waits until a
-pooled kernel answers ``kernel_info`` with its iopub subscription live, and keeps its four
-channels and that reply as `PrimedChannels`, which the kernel's first WebSocket takes
-(`kernelbox._child.gateway.websocket`): it then creates no socket, sends no nudge, and answers
-the client's first ``kernel_info_request`` from the cache.
+pooled kernel answers ``kernel_info`` with its iopub subscription live, and returns its four
+channels and that reply as `PrimedChannels`; the pool keeps them in its registry
+(`kernelbox._child.gateway.registry`) for the kernel's first WebSocket
+(`kernelbox._child.gateway.websocket`), which then creates no socket, sends no nudge, and
+answers the client's first ``kernel_info_request`` from the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# Set by `prime_pooled_kernel` on a pooled kernel's manager: a `PrimedChannels`.
-PRIMED_ATTRIBUTE = "kernelbox_primed"
+from kernelbox._child.gateway._upstream import cache_kernel_info_reply
+
 CHANNELS = ("shell", "control", "stdin", "iopub")
 
 
@@ -57,15 +57,17 @@ class PrimedChannels:
 
 async def prime_pooled_kernel(
     kernel_manager: Any, timeout: float, kernel_running: Callable[[], bool], retry_seconds: float = 0.2
-) -> None:
+) -> PrimedChannels:
     """Wait until a pooled kernel answers, and connect the channels of its first WebSocket.
 
     Opens the kernel's four channels and sends ``kernel_info_request`` on the shell channel
     (again every `retry_seconds`) until the reply has come *and* the iopub socket has received
     a message, which proves its subscription is live (ZMQ subscriptions take effect
     asynchronously). The reply is cached where Jupyter Server looks for it
-    (``kernel_manager._kernel_info_future``), and the channels and reply are kept as
-    `PrimedChannels` for `KernelWebsocketConnection.create_stream`.
+    (`cache_kernel_info_reply`).
+
+    Returns:
+        The channels and the reply, for `KernelWebsocketConnection.create_stream`.
 
     Raises:
         TimeoutError: no reply and iopub message within `timeout` seconds.
@@ -107,7 +109,5 @@ async def prime_pooled_kernel(
         stream.stop_on_recv()
     reply = info.result()
     primed.reply = {key: reply[key] for key in ("header", "metadata", "content")}
-    cached: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-    cached.set_result(reply["content"])
-    kernel_manager._kernel_info_future = cached
-    setattr(kernel_manager, PRIMED_ATTRIBUTE, primed)
+    cache_kernel_info_reply(kernel_manager, reply["content"])
+    return primed

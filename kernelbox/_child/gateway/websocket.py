@@ -40,12 +40,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
-from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
-from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketProtocol13
 
+from kernelbox._child.gateway._upstream import (
+    ConnectionInternals,
+    offline_buffer_session,
+    prepend_offline_messages,
+    utcnow,
+    websocket_compresses,
+    write_websocket_bytes,
+)
 from kernelbox._child.gateway.activity import IOPubStream
 from kernelbox._child.gateway.framing import (
     splice_json_message,
@@ -53,7 +59,8 @@ from kernelbox._child.gateway.framing import (
     split_stream_message,
     websocket_frame,
 )
-from kernelbox._child.gateway.primed import PRIMED_ATTRIBUTE, PrimedChannels
+from kernelbox._child.gateway.primed import PrimedChannels
+from kernelbox._child.gateway.registry import KernelRegistry, ReplayWindow
 
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
@@ -63,16 +70,11 @@ MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 REPLAY_WINDOW_BYTES = 16 * 1024 * 1024
 # ``?replay=sent`` on the WebSocket URL: the client drops repeated msg_ids (see above).
 REPLAY_ARGUMENT, REPLAY_SENT = "replay", "sent"
-# Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
-# reply other than ``kernel_info_reply`` (normally its first ``execute_reply``) has been
-# written to a client (the pool then starts a replacement).
-POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
 # Queued messages are joined into writes of at most about this many bytes.
 WRITE_BATCH_BYTES = 1024 * 1024
-_WINDOW_KEY = "kernelbox_sent"  # in Jupyter Server's per-kernel buffer record
 
 
-class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
+class KernelWebsocketConnection(ConnectionInternals):
     """Kernel WebSocket connection; see the module docstring."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -87,35 +89,41 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     # -- connection set-up ----------------------------------------------------------------
 
-    async def _register_session(self) -> None:
+    @property
+    def registry(self) -> KernelRegistry:
+        """What the pool and the kernel's connections pass each other (`PooledKernelManager`)."""
+        registry: KernelRegistry = self.multi_kernel_manager.registry
+        return registry
+
+    async def prepare(self) -> None:
         # A client reconnecting after a silent network death finds its old connection still
-        # open. Stock Jupyter Server only asks the old socket to close, so the old connection
-        # keeps taking messages and writing them to a dead socket until that close completes,
-        # and the new one starts fresh: both lose output. Retire it now, so it starts
-        # buffering (with its replay window) before this connection looks for the buffer.
-        stale = self._open_sessions.get(f"{self.kernel_id}:{self.session.session}")
+        # open. Stock Jupyter Server only asks the old socket to close (registering the
+        # session, the first step of its prepare()), so the old connection keeps taking
+        # messages and writing them to a dead socket until that close completes, and the new
+        # one starts fresh: both lose output. Retire it now, so it starts buffering (with its
+        # replay window) before this connection looks for the buffer.
+        stale = self.open_session_handler(f"{self.kernel_id}:{self.session.session}")
         connection = getattr(stale, "connection", None)
         if isinstance(connection, KernelWebsocketConnection) and stale is not None:
             connection.disconnect()
             stale.close()
-        await super()._register_session()
+        await super().prepare()
 
     def connect(self) -> Any:
         # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
         self.websocket_handler.set_nodelay(True)
         self._replay_sent = self.websocket_handler.get_argument(REPLAY_ARGUMENT, "") == REPLAY_SENT
-        buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
-        if buffered and buffered["session_key"] == self.session_key:
-            window = buffered.pop(_WINDOW_KEY, ())
-            if self._replay_sent:
-                buffered["buffer"][:0] = window
+        window = self.registry.replay_windows.pop(self.kernel_id, None)
+        if offline_buffer_session(self.multi_kernel_manager, self.kernel_id) == self.session_key:
+            if self._replay_sent and window is not None and window.session_key == self.session_key:
+                prepend_offline_messages(self.multi_kernel_manager, self.kernel_id, window.messages)
             # The buffered channels are connected and subscribed already: nudging them would
             # only delay the replay and swallow an iopub message (stock nudge consumes one).
             self._skip_nudge = not self.multi_kernel_manager.ports_changed(self.kernel_id)
         return super().connect()
 
     def create_stream(self) -> None:
-        primed: PrimedChannels | None = self.kernel_manager.__dict__.pop(PRIMED_ATTRIBUTE, None)
+        primed = self.registry.primed.pop(self.kernel_id, None)
         if primed is None or not primed.usable():
             if primed is not None:
                 primed.close()
@@ -180,9 +188,8 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             return None
         self._disconnected = True
         result = super().disconnect()
-        buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
-        if buffered and buffered["session_key"] == self.session_key and self._sent:
-            buffered[_WINDOW_KEY] = list(self._sent)
+        if self._sent and offline_buffer_session(self.multi_kernel_manager, self.kernel_id) == self.session_key:
+            self.registry.replay_windows[self.kernel_id] = ReplayWindow(self.session_key, list(self._sent))
         self._sent.clear()
         return result
 
@@ -197,7 +204,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if self._replay_sent:
             self._remember(channel, outgoing_msg)
         refill = None
-        if channel == "shell" and POOL_REFILL_ATTRIBUTE in self.kernel_manager.__dict__:
+        if channel == "shell" and self.kernel_id in self.registry.pool_refills:
             refill = self._pool_refill(outgoing_msg)
         self._forward(stream, channel, outgoing_msg)
         if refill is not None:
@@ -217,8 +224,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             msg_type = None
         if msg_type == "kernel_info_reply":
             return None
-        refill: Callable[[], None] = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE)
-        return refill
+        return self.registry.pool_refills.pop(self.kernel_id)
 
     def _forward(self, stream: Any, channel: str | None, outgoing_msg: list[Any]) -> None:
         if self.subprotocol == V1_SUBPROTOCOL or not self._json_passthrough():
@@ -271,7 +277,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if protocol is None or protocol.is_closing():
             self.log.debug("Kernel %s WebSocket closed; %d messages not written", self.kernel_id, len(batch))
             return
-        if not isinstance(protocol, WebSocketProtocol13) or protocol._compressor is not None:
+        if not isinstance(protocol, WebSocketProtocol13) or websocket_compresses(protocol):
             for message, binary in batch:
                 self._write_one(message, binary)
             return
@@ -289,7 +295,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     def _write_frames(self, protocol: WebSocketProtocol13, frames: list[bytes]) -> None:
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         try:
-            written = protocol.stream.write(data)
+            written = write_websocket_bytes(protocol, data)
         except StreamClosedError:
             self.log.debug("Kernel %s WebSocket closed; %d messages not written", self.kernel_id, len(frames))
             return
@@ -318,7 +324,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             _channel, old = self._sent.popleft()
             self._sent_bytes -= sum(len(part) for part in old)
 
-    def _on_zmq_reply(self, stream: Any, msg_or_list: Any) -> None:
+    def on_zmq_reply(self, stream: Any, msg_or_list: Any) -> None:
         if isinstance(msg_or_list, list):  # the binary subprotocol: frames after the signature
             parts = split_stream_frames(
                 msg_or_list, MAX_STREAM_MESSAGE_CHARS, self.session.pack, self.session.unpack
@@ -326,7 +332,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         else:
             parts = split_stream_message(msg_or_list, MAX_STREAM_MESSAGE_CHARS)
         for part in parts:
-            super()._on_zmq_reply(stream, part)
+            super().on_zmq_reply(stream, part)
 
 
 def _retrieve_exception(future: Any) -> None:
