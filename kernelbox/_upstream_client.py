@@ -25,7 +25,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(
         "websocket-receive-loop", "httpx_ws._api.AsyncWebSocketSession",
         ("_background_receive", "_read_stream", "_should_close", "_write_lock", "_ping_manager",
-         "_send_event", "EndOfStream"),
+         "_send_event", "httpx_ws._api.EndOfStream"),
         "httpx_ws/_api.py, httpx-ws 0.9 (read: 0.9.0)",
         "each piece of a message goes to kernelbox, which assembles it in linear time and bounded memory",
     ),

@@ -56,7 +56,7 @@ class PooledKernelManager(SeedingMappingKernelManager):
     cull_interval = Float(300.0, config=True, help="Seconds between culling checks.")
 
     @default("kernel_manager_class")
-    def _kernel_manager_class_default(self) -> str:
+    def _settling_kernel_manager_class(self) -> str:
         # A default, not a config value: Jupyter Server warns about any *configured* class
         # that is not a ServerKernelManager, and Kernel Gateway's own (the base) is not one.
         return "kernelbox._child.gateway.kernel_manager.SettlingKernelManager"
