@@ -12,6 +12,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._errors import SandboxUnavailableError
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
 
 __all__ = [
     "KERNEL_OPTIONS",
@@ -21,6 +27,7 @@ __all__ = [
     "TenantView",
     "create_state_dir",
     "remove_state_dir",
+    "tenant_view",
     "write_kernelspec",
 ]
 
@@ -121,3 +128,30 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantV
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
     return data_dir
+
+
+def tenant_view(config: GatewayConfig, state_dir: Path) -> TenantView | None:
+    """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise).
+
+    Raises:
+        SandboxUnavailableError: not Linux, or its Landlock ABI is below `MIN_FILESYSTEM_ABI`.
+    """
+    if not config.isolate_kernels:
+        return None
+    from .._child.kernel.hardening import MIN_FILESYSTEM_ABI, landlock_abi
+    from ..sandbox.view import view_read_paths
+
+    if sys.platform.startswith("linux") and landlock_abi() < MIN_FILESYSTEM_ABI:
+        raise SandboxUnavailableError(
+            f"isolate_kernels needs Landlock ABI {MIN_FILESYSTEM_ABI} (Linux 5.19 or later, "
+            f"with Landlock enabled: lsm= on the kernel command line), and this kernel has "
+            f"ABI {landlock_abi()}; run without isolate_kernels, or one gateway per tenant"
+        )
+    if not sys.platform.startswith("linux"):
+        raise SandboxUnavailableError("isolate_kernels needs Linux (Landlock)")
+    return TenantView(
+        working_root=config.resolved_working_dir,
+        state_root=state_dir / TENANT_STATE_DIR_NAME,
+        read_only=(*view_read_paths(config.read_paths), *TENANT_KERNEL_INTERFACES),
+        read_write=config.write_paths,
+    )

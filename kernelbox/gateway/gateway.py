@@ -24,18 +24,11 @@ from typing import Any, Literal
 
 import anyio
 
-from .._errors import GatewayStartError, InvalidStateError, SandboxUnavailableError
+from .._errors import GatewayStartError, InvalidStateError
 from ._cgroups import CgroupLimits, GatewayCgroups, cgroup_support, nproc_limited
 from ._env import kernel_env
 from ._launch import DirectLauncher, Launch, Launcher, SrtLauncher
-from ._state import (
-    TENANT_KERNEL_INTERFACES,
-    TENANT_STATE_DIR_NAME,
-    TenantView,
-    create_state_dir,
-    remove_state_dir,
-    write_kernelspec,
-)
+from ._state import create_state_dir, remove_state_dir, tenant_view, write_kernelspec
 from ._supervisor import LOG_TAIL_LINES, GatewayRestart, State, Supervisor
 from .config import DEFAULT_STARTUP_TIMEOUT_SECONDS, GatewayConfig
 
@@ -424,7 +417,7 @@ class KernelGateway:
         env["KG_AUTH_TOKEN"] = self.token
         # Rewritten for every (re)start, so a changed file never outlives a restart.
         env["JUPYTER_PATH"] = str(
-            write_kernelspec(self._state_dir, self.config.kernel_memory_limit, tenants=self._tenant_view())
+            write_kernelspec(self._state_dir, self.config.kernel_memory_limit, tenants=tenant_view(self.config, self._state_dir))
         )
         command = [*_GATEWAY_MODULE, self.config.process_argument()]
         launch = self._launcher.prepare(
@@ -435,29 +428,6 @@ class KernelGateway:
         if self._nproc_limit is not None:
             argv = nproc_limited(argv, self._nproc_limit, launch.uid)
         return Launch(argv, launch.env, launch.protect_from_oom)
-
-    def _tenant_view(self) -> TenantView | None:
-        """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise)."""
-        if not self.config.isolate_kernels:
-            return None
-        from .._child.kernel.hardening import MIN_FILESYSTEM_ABI, landlock_abi
-        from ..sandbox.view import view_read_paths
-
-        if sys.platform.startswith("linux") and landlock_abi() < MIN_FILESYSTEM_ABI:
-            raise SandboxUnavailableError(
-                f"isolate_kernels needs Landlock ABI {MIN_FILESYSTEM_ABI} (Linux 5.19 or later, "
-                f"with Landlock enabled: lsm= on the kernel command line), and this kernel has "
-                f"ABI {landlock_abi()}; run without isolate_kernels, or one gateway per tenant"
-            )
-        if not sys.platform.startswith("linux"):
-            raise SandboxUnavailableError("isolate_kernels needs Linux (Landlock)")
-        assert self._state_dir is not None
-        return TenantView(
-            working_root=self.config.resolved_working_dir,
-            state_root=self._state_dir / TENANT_STATE_DIR_NAME,
-            read_only=(*view_read_paths(self.config.read_paths), *TENANT_KERNEL_INTERFACES),
-            read_write=self.config.write_paths,
-        )
 
     async def join(self) -> None:
         """Wait until the gateway is stopped for good: by `stop()`, or by a failure.
