@@ -32,8 +32,6 @@ import zmq
 from kernelbox._child.gateway import _upstream as gateway_wall
 from kernelbox._internals import Internal
 
-pytestmark = pytest.mark.unit
-
 PACKAGE = Path(__file__).resolve().parent.parent / "kernelbox"
 WALL_PATHS = (PACKAGE / "_child" / "gateway" / "_upstream.py", PACKAGE / "_upstream_client.py")
 PROBE_SECONDS = 30.0
