@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit-test wheel-smoke peer-test test-isolation-unprivileged bench doctor sandbox-prereqs enterprise-gateway clean
+.PHONY: demo test lint unit-test upstream-newest wheel-smoke peer-test test-isolation-unprivileged bench doctor sandbox-prereqs enterprise-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,9 @@ demo: $(STAMP) sandbox-prereqs
 	bash scripts/demo.sh
 
 # The whole test suite (asyncio and trio; real gateways, kernels and sandbox on loopback), the
-# peer's own tests (ipybox 0.9.2, unmodified; see tests/peer/README.md), then the packaging
-# smoke test.
-test: lint unit-test peer-test wheel-smoke
+# upstream guard against the newest allowed releases, the peer's own tests (ipybox 0.9.2,
+# unmodified; see tests/peer/README.md), then the packaging smoke test.
+test: lint unit-test upstream-newest peer-test wheel-smoke
 
 # ruff (with the flake8-async and blind-except rules) and mypy, strict on kernelbox/.
 lint: $(STAMP)
@@ -38,6 +38,12 @@ lint: $(STAMP)
 unit-test: $(STAMP) sandbox-prereqs enterprise-gateway
 	$(BIN)/python -m pytest -q
 	if [ "$$(id -u)" -eq 0 ]; then bash scripts/test-isolation-unprivileged.sh; fi
+
+# The upstream guard (tests/test_upstream_internals.py) and the wire tests in a venv of their own
+# (.cache/upstream-newest, kept while pyproject.toml is unchanged) with the packages whose
+# internals kernelbox relies on upgraded to the newest releases their bounds allow.
+upstream-newest:
+	$(PYTHON) scripts/upstream_newest.py
 
 # tests/test_isolation.py as an unprivileged user (created when run as root): the sandbox then
 # runs as that user's own uid and the cgroup limits must be refused clearly.

@@ -1,6 +1,6 @@
 """A kernel's ``last_activity`` and ``execution_state`` (culling, the REST kernel model), kept
 from the iopub streams already open instead of a watcher socket of their own
-(`kernelbox._child.activity`).
+(`kernelbox._child.gateway.activity`).
 
 The unit tests drive `KernelActivity` and `IOPubStream` with real ZMQ sockets in this process:
 an XPUB socket stands in for the kernel and reports every (un)subscription. The gateway tests
@@ -27,7 +27,7 @@ from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 from tornado.ioloop import IOLoop
 
 from kernelbox import KernelGateway
-from kernelbox._child.activity import IOPubStream, KernelActivity
+from kernelbox._child.gateway.activity import IOPubStream, KernelActivity
 
 UNTRACKED = MappingKernelManager.class_traits()["untracked_message_types"].default()
 WAIT_SECONDS = 10.0
@@ -339,7 +339,7 @@ def test_a_direct_send_never_hides_a_message_that_arrived_just_before_it() -> No
     takes the edge of a message already waiting. The stream must still read that message."""
     import select
 
-    from kernelbox._child.streams import LeanStream
+    from kernelbox._child.gateway.streams import LeanStream
 
     async def main() -> None:
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

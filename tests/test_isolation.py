@@ -41,7 +41,7 @@ from test_sandbox import sandbox_prerequisites  # noqa: F401  (autouse: skip or 
 
 import kernelbox
 from kernelbox import GatewayStartError, KernelboxError, KernelClient, KernelGateway
-from kernelbox._child._hardening import landlock_abi
+from kernelbox._child.kernel.hardening import landlock_abi
 from kernelbox.gateway._cgroups import cgroup_support
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sandbox]
@@ -260,7 +260,7 @@ control = subprocess.Popen(
     env={**os.environ, "KG_AUTH_TOKEN": TOKEN}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
 )
 control_port = int(control.stdout.readline())
-for pid in processes_with_argument(b"kernelbox._child.gateway_app"):
+for pid in processes_with_argument(b"kernelbox._child.gateway"):
     print("GATEWAY", json.dumps(attack(pid)))
 for pid in processes_with_argument(b"kernelbox-isolation-control"):
     print("CONTROL", json.dumps(dict(attack(pid), port=control_port)))
@@ -516,7 +516,7 @@ def attack(pid):
 
 # The control: a process of this kernel's own (dumpable, in its Landlock domain) that the
 # same loop below finds by the same name.
-control = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "control-kernel_launcher"],
+control = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "control-kernelbox._child.kernel"],
                            stdin=subprocess.PIPE)
 print("CONTROL", control.pid, flush=True)
 print("POLLING", flush=True)
@@ -529,7 +529,7 @@ while not os.path.exists(STOP) and time.monotonic() < deadline:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"kernel_launcher" in cmdline:
+        if b"kernelbox._child.kernel" in cmdline:
             seen.add(pid)
             attack(pid)
 control.stdin.close()

@@ -117,7 +117,7 @@ def test_view_and_tenant_options_need_a_sandbox_and_existing_paths(tmp_path: Pat
         GatewayConfig(sandbox=True, read_paths=str(tmp_path))  # type: ignore[arg-type]
     config = GatewayConfig(sandbox=True, read_paths=(tmp_path / "file",), write_paths=(tmp_path,), isolate_kernels=True)
     assert config.read_paths == ((tmp_path / "file").resolve(),)
-    assert config.gateway_app_options()["isolate_kernels"] is True
+    assert config.isolate_kernels is True
 
 
 def test_the_view_names_the_os_and_python_runtime_and_nothing_of_home() -> None:

@@ -1,4 +1,4 @@
-"""Kernel output never passes for the gateway's log (`kernelbox._child.kernel_output`).
+"""Kernel output never passes for the gateway's log (`kernelbox._child.gateway.kernel_output`).
 
 Kernels used to inherit the gateway's stdout/stderr, the pipe the supervisor reads as the
 gateway's log: ``os.write(1, b"[C ...] ...")`` in kernel code became a CRITICAL record of
@@ -32,7 +32,7 @@ import pytest
 from helpers.sandbox_dirs import sandbox_work_dir
 
 from kernelbox import ExecutionResult, KernelClient, KernelGateway
-from kernelbox._child.kernel_output import (
+from kernelbox._child.gateway.kernel_output import (
     DRAIN_SECONDS,
     MAX_BYTES_PER_SECOND,
     MAX_LINES_PER_SECOND,

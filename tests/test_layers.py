@@ -29,6 +29,10 @@ ALLOWED = {
     "_kernel_side": set(),
 }
 LAYERS = set(ALLOWED)
+# Inside `_child`, one package per process: the gateway process starts kernels and hardens
+# itself as they do, so it may import the kernel's package; a kernel imports nothing of the
+# gateway's (its start-up time and its attack surface stay its own).
+CHILD_ALLOWED = {"gateway": {"kernel"}, "kernel": set()}
 
 
 def _module_name(path: Path) -> str:
@@ -79,6 +83,21 @@ def test_lower_layers_never_import_upper_ones() -> None:
             if target_layer is not None and target_layer not in allowed:
                 problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
     assert not problems, "layering broken:\n" + "\n".join(problems)
+
+
+def test_the_kernel_process_imports_nothing_of_the_gateway_process() -> None:
+    child = PACKAGE / "_child"
+    assert sorted(path.name for path in child.iterdir() if path.is_dir() and path.name != "__pycache__") == sorted(
+        CHILD_ALLOWED
+    )
+    problems = []
+    for room, allowed in CHILD_ALLOWED.items():
+        for path in sorted((child / room).rglob("*.py")):
+            for line, target in _imports(path):
+                parts = target.split(".")
+                if parts[:2] == ["kernelbox", "_child"] and len(parts) > 2 and parts[2] not in allowed | {room}:
+                    problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
+    assert not problems, "the child packages import across processes:\n" + "\n".join(problems)
 
 
 def test_no_module_imports_in_a_cycle() -> None:

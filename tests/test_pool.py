@@ -191,7 +191,7 @@ async def test_a_stopped_pooled_kernel_is_not_reported_ready_from_the_cache(tmp_
             await _wait_for_ready_pool(gateway, 1)
             assert gateway.pid is not None
             kernels = [p for p in psutil.Process(gateway.pid).children(recursive=True)
-                       if "ipykernel" in " ".join(p.cmdline()) or "kernel_launcher" in " ".join(p.cmdline())]
+                       if "ipykernel" in " ".join(p.cmdline()) or "kernelbox._child.kernel" in " ".join(p.cmdline())]
             assert len(kernels) == 1, kernels
             kernels[0].send_signal(signal.SIGSTOP)
             try:

@@ -1,6 +1,6 @@
 """The gateway's pre-launched first kernel: taken over by the first plain kernel start, started
 exactly like any other kernel, never given to a request with its own environment, never left
-behind (`kernelbox._child._prelaunch`).
+behind (`kernelbox._child.gateway.prelaunch`).
 
 Runs under asyncio only: the gateway process is the subject, not the client's event loop.
 """
@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from kernelbox import ExecutionError, KernelClient, KernelGateway
-from kernelbox._child._prelaunch import PrelaunchedKernel
+from kernelbox._child.gateway.prelaunch import PrelaunchedKernel
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,7 @@
 """Kernels whose connection info never touches the disk, with CurveZMQ on every socket.
 
 Every gateway's kernels get their ports, HMAC key and CurveZMQ keys on a pipe
-(`kernelbox._child.gateway_app.PrivateConnectionKernelManager`). These tests check that what
+(`kernelbox._child.gateway.kernel_manager.PrivateConnectionKernelManager`). These tests check that what
 re-uses that information still works inside the sandbox: a restart requested over REST, the
 client's interrupt-then-restart path after a timeout, an automatic restart after a crash, and
 the warm pool.

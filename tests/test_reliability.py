@@ -225,7 +225,7 @@ async def test_a_bug_in_the_reader_surfaces_as_itself(
 async def test_a_kernel_exits_by_itself_when_shut_down(tmp_path: Path) -> None:
     """Every shutdown_request ends the kernel process by itself; none is left to the SIGTERM.
 
-    Without kernelbox's ordering (`kernelbox._child.kernel_launcher`), ipykernel's control
+    Without kernelbox's ordering (`kernelbox._child.kernel.launcher`), ipykernel's control
     thread raced its own iopub thread at exit, and more than half the shutdowns hung until the
     kernel manager logged "Kernel is taking too long to finish, terminating" (at DEBUG) and
     terminated the kernel, 2.5 s later.

@@ -634,13 +634,13 @@ async def test_a_sandboxed_gateway_streams_and_stops_without_leftover_processes(
     assert "".join(chunks).split() == ["0", "1", "2"]
     assert isinstance(items[-1], ExecutionResult)
     # srt (node), bwrap, the socat proxy bridges, srt's seccomp helper, the gateway, a kernel.
-    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway_app", "kernelbox._child.kernel_launcher"):
+    for part in ("bwrap", "socat", "apply-seccomp", "kernelbox._child.gateway", "kernelbox._child.kernel"):
         assert any(part in line for line in running), (part, running)
     assert _alive(processes) == [], "left behind after stop()"
 
 
 async def test_a_sandboxed_gateway_takes_over_its_prelaunched_kernel_or_leaves_none(tmp_path: Path) -> None:
-    # The gateway starts its first kernel before importing Jupyter (kernelbox._child._prelaunch);
+    # The gateway starts its first kernel before importing Jupyter (kernelbox._child.gateway.prelaunch);
     # inside the sandbox too it is taken over by the first plain kernel start, or stopped with
     # the gateway when none came.
     with anyio.fail_after(TEST_TIMEOUT_SECONDS), sandbox_work_dir() as work:
@@ -648,7 +648,7 @@ async def test_a_sandboxed_gateway_takes_over_its_prelaunched_kernel_or_leaves_n
                                  startup_timeout=START_TIMEOUT_SECONDS) as unused:
             assert unused.pid is not None
             processes = _process_tree(unused.pid)
-            assert any("kernelbox._child.kernel_launcher" in line for line in _command_lines(processes))
+            assert any("kernelbox._child.kernel" in line for line in _command_lines(processes))
         assert _alive(processes) == [], "left behind after stop()"
         async with KernelGateway(host="127.0.0.1", port=0, sandbox=True, working_dir=work,
                                  startup_timeout=START_TIMEOUT_SECONDS) as gateway:
@@ -686,7 +686,7 @@ async def test_killing_srt_leaves_no_old_sandbox_beside_the_restarted_one(tmp_pa
                 assert (await client.execute("1 + 1")).text == "2"
                 assert gateway.pid is not None
                 old = _process_tree(gateway.pid)
-                assert any("kernelbox._child.kernel_launcher" in line for line in _command_lines(old))
+                assert any("kernelbox._child.kernel" in line for line in _command_lines(old))
                 os.kill(gateway.pid, signal.SIGKILL)
                 await restarted.wait()
                 # The leftovers are killed before the restart is spawned.

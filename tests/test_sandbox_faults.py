@@ -34,7 +34,7 @@ def anyio_backend() -> str:
 def _inner_gateway_pid(gateway: KernelGateway) -> int:
     """The gateway's Python process inside the sandbox (the tree is srt → bwrap → ...)."""
     for child in psutil.Process(gateway.pid).children(recursive=True):
-        if "kernelbox._child.gateway_app" in " ".join(child.cmdline()):
+        if "kernelbox._child.gateway" in " ".join(child.cmdline()):
             return child.pid
     raise AssertionError("no gateway process under srt")
 

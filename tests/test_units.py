@@ -113,11 +113,10 @@ def test_validate_env_rejects_bad_input(env, error) -> None:
 
 
 def test_fractional_cull_seconds_reach_the_gateway_unrounded() -> None:
-    from kernelbox._child.gateway_app import _config_argv
+    from kernelbox._child.gateway.app import _config_argv
     from kernelbox.gateway.config import GatewayConfig
 
-    options = GatewayConfig(cull_idle_timeout=0.5, cull_interval=0.25).gateway_app_options()
-    argv = _config_argv(options)
+    argv = _config_argv(GatewayConfig(cull_idle_timeout=0.5, cull_interval=0.25))
     assert "--PooledKernelManager.cull_idle_timeout=0.5" in argv
     assert "--PooledKernelManager.cull_interval=0.25" in argv
 
@@ -127,7 +126,7 @@ def test_kernelspec_lookup_skips_ipythons_directory_only_when_it_holds_no_kernel
 ) -> None:
     from jupyter_core.paths import jupyter_path
 
-    from kernelbox._child.gateway_app import _skip_empty_ipython_kernel_dir
+    from kernelbox._child.gateway.app import _skip_empty_ipython_kernel_dir
 
     unset = object()
     manager = types.SimpleNamespace(kernel_dirs=unset)

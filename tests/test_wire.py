@@ -23,7 +23,7 @@ from helpers.wire import V1, decode_any, decode_v1, encode_v1
 from httpx_ws import aconnect_ws
 
 from kernelbox import KernelClient, KernelGateway
-from kernelbox._child.kernel_websocket import MAX_STREAM_MESSAGE_CHARS
+from kernelbox._child.gateway.websocket import MAX_STREAM_MESSAGE_CHARS
 
 pytestmark = pytest.mark.anyio
 class BinaryKernelSession:
@@ -235,7 +235,7 @@ def test_websocket_frames_written_in_batches_decode_as_a_client_reads_them(size:
     from wsproto.connection import Connection, ConnectionType
     from wsproto.events import BytesMessage, TextMessage
 
-    from kernelbox._child.kernel_websocket import websocket_frame
+    from kernelbox._child.gateway.framing import websocket_frame
 
     payloads = [("é" * (size // 2)).encode() if not binary else bytes(range(256)) * (size // 256) + b"x" * (size % 256),
                 b"second"]

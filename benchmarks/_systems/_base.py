@@ -19,7 +19,7 @@ import psutil
 ChunkCallback = Callable[[str], None]
 
 # Stock kernelspecs run ipykernel_launcher; kernelbox's runs its own launcher module.
-KERNEL_PROCESS_MARKERS = ("ipykernel_launcher", "kernelbox._child.kernel_launcher")
+KERNEL_PROCESS_MARKERS = ("ipykernel_launcher", "kernelbox._child.kernel")
 
 
 @dataclass

@@ -273,7 +273,7 @@ def _own_user() -> str:
 
 
 def _landlock_check() -> Check:
-    from .._child._hardening import landlock_abi
+    from .._child.kernel.hardening import landlock_abi
 
     abi = landlock_abi()
     if abi >= 1:

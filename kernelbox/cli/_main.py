@@ -21,10 +21,11 @@ import anyio
 
 from .._connection_file import published
 from .._errors import ExecutionError, GatewayError, GatewayExitedError, KernelboxError
-from .._options import add_gateway_arguments, parse_env_assignments
+from .._options import add_gateway_arguments
 from .._terminal import neutralise_controls
 from ..client._results import ExecutionResult, OutputChunk
 from ..client.kernel_client import KernelClient
+from ..gateway.config import GatewayConfig
 from ..gateway.gateway import KernelGateway
 from ..mcp import add_parser as add_mcp_parser
 from . import _systemd
@@ -38,36 +39,6 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 WATCHDOG_FRESH_SECONDS = 5.0
 
 
-def _gateway_from_args(
-    args: argparse.Namespace,
-    *,
-    host: str = "localhost",
-    port: int = 0,
-    **extra: Any,
-) -> KernelGateway:
-    return KernelGateway(
-        host=host,
-        port=port,
-        sandbox=args.sandbox,
-        sandbox_config=args.sandbox_config,
-        log_level=args.log_level,
-        env=parse_env_assignments(args.env),
-        working_dir=args.working_dir,
-        pool_size=getattr(args, "pool_size", 0),
-        max_kernels=getattr(args, "max_kernels", None),
-        cull_idle_timeout=getattr(args, "cull_idle_timeout", None),
-        kernel_memory_limit=getattr(args, "kernel_memory_limit", None),
-        restart_limit=getattr(args, "restart_limit", 5),
-        **extra,
-        sandbox_user=args.sandbox_user,
-        memory_limit=args.memory_limit,
-        pids_limit=args.pids_limit,
-        read_paths=args.read_paths,
-        write_paths=args.write_paths,
-        isolate_kernels=getattr(args, "isolate_kernels", False),
-    )
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kernelbox", description="A local, stateful, sandboxed Python runtime for AI agents."
@@ -75,21 +46,27 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run a gateway until SIGINT/SIGTERM")
-    serve.add_argument("--host", default="localhost", help="interface to listen on (default localhost)")
-    serve.add_argument("--port", type=int, default=8888, help="TCP port; 0 picks a free one (default 8888)")
+    # Gateway options: absent unless given, so GatewayConfig's defaults apply (`kernelbox._options`).
+    unless_given = argparse.SUPPRESS
+    serve.add_argument("--host", default=unless_given,
+                       help=f"interface to listen on (default {GatewayConfig.host})")
+    serve.add_argument("--port", type=int, default=unless_given,
+                       help=f"TCP port; 0 picks a free one (default {GatewayConfig.port})")
     serve.add_argument("--json", action="store_true", help="print the URL and token as one JSON line")
-    serve.add_argument("--isolate-kernels", action="store_true",
+    serve.add_argument("--isolate-kernels", action="store_true", default=unless_given,
                        help="with --sandbox: each kernel its own working directory, HOME and "
                             "%%pip target, unreadable to the others (Landlock)")
-    serve.add_argument("--pool-size", type=int, default=0, metavar="N",
-                       help="kernels kept started and ready ahead of demand (default 0)")
-    serve.add_argument("--max-kernels", type=int, metavar="N", help="refuse more kernels than N")
-    serve.add_argument("--cull-idle-timeout", type=float, metavar="SECONDS",
+    serve.add_argument("--pool-size", type=int, default=unless_given, metavar="N",
+                       help=f"kernels kept started and ready ahead of demand (default {GatewayConfig.pool_size})")
+    serve.add_argument("--max-kernels", type=int, default=unless_given, metavar="N",
+                       help="refuse more kernels than N")
+    serve.add_argument("--cull-idle-timeout", type=float, default=unless_given, metavar="SECONDS",
                        help="shut down kernels idle this long (default: never)")
-    serve.add_argument("--kernel-memory-limit", type=int, metavar="BYTES",
+    serve.add_argument("--kernel-memory-limit", type=int, default=unless_given, metavar="BYTES",
                        help="memory each kernel may allocate; past it: MemoryError (default: none)")
-    serve.add_argument("--restart-limit", type=int, default=5, metavar="N",
-                       help="consecutive gateway restarts before serve gives up and exits 1 (default 5)")
+    serve.add_argument("--restart-limit", type=int, default=unless_given, metavar="N",
+                       help="consecutive gateway restarts before serve gives up and exits 1 "
+                            f"(default {GatewayConfig.restart_limit})")
     serve.add_argument("--connection-file", type=Path, metavar="PATH",
                        help="write {url, token, pid} to PATH (mode 0600) for other local processes; "
                             "removed on exit")
@@ -132,16 +109,16 @@ async def _serve(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as owned, _systemd.Notifier.from_environment() as notifier:
         for sock in sockets:
             owned.enter_context(sock)
-        extra: dict[str, Any] = {}
+        runtime: dict[str, Any] = {}
         if sockets:
-            extra["listen_socket"] = sockets[0]
+            runtime["listen_socket"] = sockets[0]
             logger.info("Using the socket passed by systemd (%s); --host and --port are ignored",
                         _format_address(sockets[0]))
         if notifier.enabled:
-            extra["on_restart"] = lambda event: notifier.notify(
+            runtime["on_restart"] = lambda event: notifier.notify(
                 STATUS=f"Serving kernels; gateway restarted (restart {event.count}, pid {event.pid})"
             )
-        gateway = _gateway_from_args(args, host=args.host, port=args.port, **extra)
+        gateway = KernelGateway.from_config(GatewayConfig.from_options(vars(args)), **runtime)
         notifier.notify(STATUS="Starting the gateway")
         # Every signal that asks a daemon to stop ends in the same clean stop (connection file
         # and state directory removed, kernels stopped); SIGHUP too: there is nothing to reload.
@@ -214,7 +191,8 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"kernelbox: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     cells = split_cells(source)
-    async with _gateway_from_args(args) as gateway:
+    # A port of its own for each run (never serve's 8888).
+    async with KernelGateway.from_config(GatewayConfig.from_options(vars(args), port=0)) as gateway:
         async with KernelClient(
             host=gateway.host, port=gateway.port, token=gateway.token, images_dir=args.images_dir
         ) as client:

@@ -11,7 +11,7 @@ Gateway 3). When the connection drops while the kernel lives, it reconnects with
 session id: Jupyter Server buffers the session's messages while it is away and replays them
 (``ZMQChannelsWebsocketConnection`` and ``MappingKernelManager.start_buffering``); kernelbox's
 gateway also replays what it had sent just before the drop (``replay=sent``, see
-`kernelbox._child.kernel_websocket`), and `Execution` drops repeats by ``msg_id``.
+`kernelbox._child.gateway.websocket`), and `Execution` drops repeats by ``msg_id``.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
-import httpcore
 import httpx
-from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect, WebSocketNetworkError, aconnect_ws
-from httpx_ws._api import EndOfStream as WebSocketEndOfStream  # what _read_stream raises at EOF
-from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, Pong, TextMessage
-from wsproto.frame_protocol import CloseReason
+from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect, aconnect_ws
+from wsproto.events import BytesMessage, Event, Message, TextMessage
 
 from .. import _protocol
 from .._errors import GatewayConnectionError
 from .._retry import Backoff, Retries
 from .._tasks import BackgroundTask
+from .._upstream_client import ReceiveLoopSession
 
 logger = logging.getLogger("kernelbox.client")
 
@@ -67,7 +65,7 @@ class OversizedMessage(Event):
         self.size = size
 
 
-class BoundedWebSocketSession(AsyncWebSocketSession):
+class BoundedWebSocketSession(ReceiveLoopSession):
     """httpx-ws's WebSocket session, assembling each message in linear time and bounded memory.
 
     httpx-ws 0.9 joins the pieces of a message as they arrive with ``bytes + bytes``, which is
@@ -76,47 +74,33 @@ class BoundedWebSocketSession(AsyncWebSocketSession):
     losing it silently), and it keeps a message of any size. This session collects the pieces
     and joins them once; a message past `MAX_RECEIVE_BYTES` is counted and discarded as it
     arrives, and an `OversizedMessage` takes its place. Pings, pongs and the close handshake
-    are handled as httpx-ws does (its ``session_class`` hook; the overridden method is
-    guarded in ``tests/test_upstream_internals.py``).
+    are handled as httpx-ws does (its ``session_class`` hook, and the receive loop of
+    `kernelbox._upstream_client.ReceiveLoopSession`).
     """
 
-    async def _background_receive(self, max_bytes: int) -> None:
-        pieces: list[Any] = []
-        size = 0
-        try:
-            while not self._should_close.is_set():
-                self.connection.receive_data(await self._read_stream(max_bytes))
-                for event in self.connection.events():
-                    if isinstance(event, Ping):
-                        reply = self.connection.send(event.response())
-                        async with self._write_lock:
-                            await self.stream.write(reply)
-                    elif isinstance(event, Pong):
-                        self._ping_manager.ack(event.payload)
-                    elif isinstance(event, Message):
-                        size += len(event.data)
-                        if not event.message_finished:
-                            if size <= MAX_RECEIVE_BYTES:
-                                pieces.append(event.data)
-                            else:
-                                pieces.clear()
-                            continue
-                        if size > MAX_RECEIVE_BYTES:
-                            await self._send_event.send(OversizedMessage(size))
-                        elif not pieces:  # the whole message in one piece: the usual case
-                            await self._send_event.send(event)
-                        else:
-                            pieces.append(event.data)
-                            joined = "".join(pieces) if isinstance(event, TextMessage) else b"".join(pieces)
-                            await self._send_event.send(type(event)(data=joined))
-                        pieces, size = [], 0
-                    else:
-                        if isinstance(event, CloseConnection):
-                            self._should_close.set()
-                        await self._send_event.send(event)
-        except (httpcore.ReadError, httpcore.WriteError, WebSocketEndOfStream):
-            await self.close(CloseReason.INTERNAL_ERROR, "Stream error")
-            await self._send_event.send(WebSocketNetworkError())
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._message_pieces: list[Any] = []
+        self._message_bytes = 0
+
+    async def on_message_piece(self, event: Message[Any]) -> None:
+        self._message_bytes += len(event.data)
+        if not event.message_finished:
+            if self._message_bytes <= MAX_RECEIVE_BYTES:
+                self._message_pieces.append(event.data)
+            else:
+                self._message_pieces.clear()
+            return
+        pieces, size = self._message_pieces, self._message_bytes
+        self._message_pieces, self._message_bytes = [], 0
+        if size > MAX_RECEIVE_BYTES:
+            await self.deliver(OversizedMessage(size))
+        elif not pieces:  # the whole message in one piece: the usual case
+            await self.deliver(event)
+        else:
+            pieces.append(event.data)
+            joined = "".join(pieces) if isinstance(event, TextMessage) else b"".join(pieces)
+            await self.deliver(type(event)(data=joined))
 
 
 def _leaf_exception(exc: BaseException) -> BaseException:

@@ -317,7 +317,7 @@ def protect_from_oom_killer(pid: int) -> None:
 
     When the OOM killer took srt's ``node`` (the largest process when ``/dev/shm`` fills up:
     tmpfs pages belong to no process), its host-side socat bridge was orphaned (measured).
-    Kernels raise their own score to 1000 (`kernelbox._child.kernel_launcher`), so they go
+    Kernels raise their own score to 1000 (`kernelbox._child.kernel.launcher`), so they go
     first. Called only after the sandbox is up: the minimum a process may lower its score to
     is inherited by children forked later, and kernels must not inherit -1000.
     """

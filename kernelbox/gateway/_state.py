@@ -14,6 +14,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._errors import SandboxUnavailableError
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
 
 from ._cgroups import is_running, owner_pid
 
@@ -28,6 +34,7 @@ __all__ = [
     "create_state_dir",
     "remove_state_dir",
     "sweep_orphaned_state_dirs",
+    "tenant_view",
     "write_kernelspec",
 ]
 
@@ -122,7 +129,7 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantV
 
     Directories on ``JUPYTER_PATH`` come first in kernelspec lookup, so it replaces
     ipykernel's built-in ``python3`` for this gateway only. Kernels start through
-    `kernelbox._child.kernel_launcher` with ``-P``: a ``json.py`` or ``logging.py`` in the
+    `kernelbox._child.kernel.launcher` with ``-P``: a ``json.py`` or ``logging.py`` in the
     working directory cannot break the kernel's start-up (user code can still import modules
     from there, as in a notebook; ipykernel puts the working directory on ``sys.path``).
     They read their connection info from standard input (``--connection-info-stdin``), and
@@ -134,12 +141,12 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantV
         state_dir: the gateway's state directory.
         memory_limit: bytes each kernel may allocate (``RLIMIT_DATA``), or None.
         tenants: make each kernel a tenant of its own (``--tenant``, see
-            `kernelbox._child.kernel_launcher`), or None.
+            `kernelbox._child.kernel.launcher`), or None.
     """
     data_dir = state_dir / "jupyter"
     spec_dir = data_dir / "kernels" / "python3"
     spec_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-P", "-m", "kernelbox._child.kernel_launcher"]
+    argv = [sys.executable, "-P", "-m", "kernelbox._child.kernel"]
     if memory_limit is not None:
         argv += ["--memory-limit", str(memory_limit)]
     if tenants is not None:
@@ -154,3 +161,30 @@ def write_kernelspec(state_dir: Path, memory_limit: int | None, tenants: TenantV
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
     return data_dir
+
+
+def tenant_view(config: GatewayConfig, state_dir: Path) -> TenantView | None:
+    """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise).
+
+    Raises:
+        SandboxUnavailableError: not Linux, or its Landlock ABI is below `MIN_FILESYSTEM_ABI`.
+    """
+    if not config.isolate_kernels:
+        return None
+    from .._child.kernel.hardening import MIN_FILESYSTEM_ABI, landlock_abi
+    from ..sandbox.view import view_read_paths
+
+    if sys.platform.startswith("linux") and landlock_abi() < MIN_FILESYSTEM_ABI:
+        raise SandboxUnavailableError(
+            f"isolate_kernels needs Landlock ABI {MIN_FILESYSTEM_ABI} (Linux 5.19 or later, "
+            f"with Landlock enabled: lsm= on the kernel command line), and this kernel has "
+            f"ABI {landlock_abi()}; run without isolate_kernels, or one gateway per tenant"
+        )
+    if not sys.platform.startswith("linux"):
+        raise SandboxUnavailableError("isolate_kernels needs Linux (Landlock)")
+    return TenantView(
+        working_root=config.resolved_working_dir,
+        state_root=state_dir / TENANT_STATE_DIR_NAME,
+        read_only=(*view_read_paths(config.read_paths), *TENANT_KERNEL_INTERFACES),
+        read_write=config.write_paths,
+    )

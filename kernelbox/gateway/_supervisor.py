@@ -18,7 +18,7 @@ of ``kernelbox serve`` is fed from it).
 The gateway's log pipe (its stdout and stderr) carries two kinds of lines: the gateway's own
 records (``[I 12:00:00.000 KernelGatewayApp] ...``, logged under ``kernelbox.gateway`` at the
 level their prefix names), and kernel output records that the gateway writes for its kernels
-(``[K <kernel id>] ...``, see `kernelbox._child.kernel_output`), logged under
+(``[K <kernel id>] ...``, see `kernelbox._child.gateway.kernel_output`), logged under
 ``kernelbox.kernel`` at DEBUG whatever they say. Kernels never write to this pipe: each has a
 pipe of its own, read by the gateway.
 """
@@ -43,7 +43,7 @@ import httpx
 import psutil
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from .._child.kernel_output import parse_record
+from .._child.gateway.kernel_output import parse_record
 from .._errors import GatewayExitedError, GatewayStartError, KernelboxError
 from .._retry import Backoff, Retries
 from .._tasks import BackgroundTask

@@ -3,6 +3,10 @@
 A bad value raises `TypeError` or `ValueError` here, before a socket is bound or a process
 started; nothing later has to re-check it. Durations are float seconds, sizes are bytes,
 ``None`` means "no limit" or "Jupyter's default", as each field says.
+
+`GatewayConfig` is the gateway process's own options type (`GatewayProcessOptions`, which
+that process reads back from its command line) plus what only the supervisor uses. The
+command line builds it too (`from_options`), so every default is declared once, here.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from .._child.gateway.options import GatewayProcessOptions
 from .._validate import check_int, check_seconds
 from ._env import validate_env
 
@@ -39,13 +44,6 @@ MIN_PIDS_LIMIT = 64
 DEFAULT_SANDBOX_PIDS_LIMIT = 4096
 DEFAULT_SANDBOX_SHM_BYTES = 1024 * 1024 * 1024
 MIN_SHM_BYTES = 1024 * 1024
-_LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
-
-
-def _check_optional_bool(name: str, value: object) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"{name} must be True, False or None, not {type(value).__name__} {value!r}")
-    return value
 
 
 def _check_paths(name: str, value: object, *, sandbox: bool, directories: bool) -> tuple[Path, ...]:
@@ -66,12 +64,15 @@ def _check_paths(name: str, value: object, *, sandbox: bool, directories: bool) 
     return tuple(result)
 
 
-@dataclass(frozen=True)
-class GatewayConfig:
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig(GatewayProcessOptions):
     """The options of one gateway; see `KernelGateway` for what each does.
 
-    Construction validates and normalises every field (``log_level`` upper-cased,
-    ``working_dir`` made absolute, ``token`` generated when None, numbers as float seconds).
+    The fields of `GatewayProcessOptions` (``log_level``, ``max_kernels``, the ``cull_*``
+    options, ``pool_size``) plus the supervisor's own. Construction validates and normalises
+    every field (``log_level`` upper-cased, ``working_dir`` made absolute, ``token`` generated
+    when None, numbers as float seconds); ``"default"`` bounds stay ``"default"`` and the
+    ``resolved_*`` properties give their values. Keyword arguments only.
 
     Raises:
         TypeError: a field has the wrong type (e.g. ``sandbox`` is not a bool).
@@ -83,19 +84,12 @@ class GatewayConfig:
     port: int = 8888
     sandbox: bool = False
     sandbox_config: str | os.PathLike[str] | Mapping[str, Any] | None = None
-    log_level: str = "INFO"
     log_to_stderr: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
     token: str | None = None
     working_dir: str | os.PathLike[str] | None = None
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS
     srt_path: str | os.PathLike[str] | None = None
-    max_kernels: int | None = None
-    cull_idle_timeout: float | None = None
-    cull_interval: float | None = None
-    cull_connected: bool | None = None
-    cull_busy: bool | None = None
-    pool_size: int = 0
     kernel_memory_limit: int | None = None
     restart_limit: int = 5
     stable_uptime: float = 30.0
@@ -106,14 +100,12 @@ class GatewayConfig:
     read_paths: tuple[Path, ...] = ()
     write_paths: tuple[Path, ...] = ()
     isolate_kernels: bool = False
-    # Set from pids_limit="default": the bound is enforced by the best means available (a
-    # cgroup as root, else RLIMIT_NPROC), never refused.
-    pids_limit_is_default: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
+        super().__post_init__()
         if not isinstance(self.host, str):
             raise TypeError(f"host must be a str, not {type(self.host).__name__}")
         check_int("port", self.port, minimum=0)
@@ -132,9 +124,6 @@ class GatewayConfig:
                 f"sandbox_config must be a preset name, a path or a mapping, not "
                 f"{type(self.sandbox_config).__name__}"
             )
-        if not isinstance(self.log_level, str) or self.log_level.upper() not in _LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {self.log_level!r}")
-        put("log_level", "WARN" if self.log_level.upper() == "WARNING" else self.log_level.upper())
         if not isinstance(self.log_to_stderr, bool):
             raise TypeError(f"log_to_stderr must be True or False, not {self.log_to_stderr!r}")
         put("env", validate_env(self.env))
@@ -147,12 +136,6 @@ class GatewayConfig:
         working_dir = Path(self.working_dir if self.working_dir is not None else os.getcwd())
         put("working_dir", working_dir.resolve())
         put("startup_timeout", check_seconds("startup_timeout", self.startup_timeout))
-        put("max_kernels", check_int("max_kernels", self.max_kernels, minimum=1, allow_none=True))
-        put("cull_idle_timeout", check_seconds("cull_idle_timeout", self.cull_idle_timeout, allow_none=True))
-        put("cull_interval", check_seconds("cull_interval", self.cull_interval, allow_none=True))
-        _check_optional_bool("cull_connected", self.cull_connected)
-        _check_optional_bool("cull_busy", self.cull_busy)
-        check_int("pool_size", self.pool_size, minimum=0)
         if self.kernel_memory_limit is not None:
             check_int("kernel_memory_limit", self.kernel_memory_limit, minimum=0)
             assert self.kernel_memory_limit is not None
@@ -173,14 +156,11 @@ class GatewayConfig:
         if self.isolate_kernels and not self.sandbox:
             raise ValueError("isolate_kernels applies to a sandboxed gateway only (sandbox=True)")
         check_int("memory_limit", self.memory_limit, minimum=MIN_GATEWAY_MEMORY_BYTES, allow_none=True)
-        if self.pids_limit == "default":
-            put("pids_limit", DEFAULT_SANDBOX_PIDS_LIMIT if self.sandbox else None)
-            put("pids_limit_is_default", self.sandbox)
-        check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
-        if self.shm_size == "default":
-            put("shm_size", DEFAULT_SANDBOX_SHM_BYTES if self.sandbox else None)
-        check_int("shm_size", self.shm_size, minimum=MIN_SHM_BYTES, allow_none=True)
-        if self.shm_size is not None and not self.sandbox:
+        if self.pids_limit != "default":
+            check_int("pids_limit", self.pids_limit, minimum=MIN_PIDS_LIMIT, allow_none=True)
+        if self.shm_size != "default":
+            check_int("shm_size", self.shm_size, minimum=MIN_SHM_BYTES, allow_none=True)
+        if self.resolved_shm_size is not None and not self.sandbox:
             raise ValueError("shm_size applies to a sandboxed gateway only (sandbox=True)")
         check_int("restart_limit", self.restart_limit, minimum=0)
         put("stable_uptime", check_seconds("stable_uptime", self.stable_uptime, allow_zero=True))
@@ -194,13 +174,21 @@ class GatewayConfig:
     @property
     def resolved_pids_limit(self) -> int | None:
         """The process bound in tasks (``"default"`` resolved: 4,096 sandboxed), or None."""
-        assert self.pids_limit != "default"
+        if self.pids_limit == "default":
+            return DEFAULT_SANDBOX_PIDS_LIMIT if self.sandbox else None
         return self.pids_limit
+
+    @property
+    def pids_limit_is_default(self) -> bool:
+        """True for the default bound of a sandboxed gateway: enforced by the best means
+        available (a cgroup as root, else ``RLIMIT_NPROC``), never refused."""
+        return self.pids_limit == "default" and self.sandbox
 
     @property
     def resolved_shm_size(self) -> int | None:
         """Bytes of the sandbox's ``/dev/shm`` (``"default"`` resolved: 1 GiB), or None."""
-        assert self.shm_size != "default"
+        if self.shm_size == "default":
+            return DEFAULT_SANDBOX_SHM_BYTES if self.sandbox else None
         return self.shm_size
 
     @property
@@ -209,15 +197,20 @@ class GatewayConfig:
         assert self.token is not None
         return self.token
 
-    def gateway_app_options(self) -> dict[str, Any]:
-        """The options the gateway process itself takes (JSON-serialisable; see `kernelbox._child`)."""
-        return {
-            "log_level": self.log_level,
-            "max_kernels": self.max_kernels,
-            "cull_idle_timeout": self.cull_idle_timeout,
-            "cull_interval": self.cull_interval,
-            "cull_connected": self.cull_connected,
-            "cull_busy": self.cull_busy,
-            "pool_size": self.pool_size,
-            "isolate_kernels": self.isolate_kernels,
-        }
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments that build this config again (``GatewayConfig(**arguments)``)."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], **fixed: Any) -> GatewayConfig:
+        """A config from a command's options: the entries of `options` named like a field (the
+        command's other options are left out), then `fixed`, which take precedence.
+
+        An option the command line did not give must be absent from `options` (argparse's
+        ``default=SUPPRESS``), so that the field's own default applies.
+
+        Raises:
+            TypeError, ValueError: as the constructor.
+        """
+        names = {item.name for item in fields(cls)}
+        return cls(**{**{name: value for name, value in options.items() if name in names}, **fixed})

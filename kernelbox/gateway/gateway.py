@@ -1,7 +1,7 @@
 """`KernelGateway`: start, supervise and stop a Jupyter Kernel Gateway process.
 
 The supervisor binds the listening socket itself and hands it to the gateway process as its
-standard input (socket activation, see `kernelbox._child.gateway_app`). So the port is known
+standard input (socket activation, see `kernelbox._child.gateway`). So the port is known
 before the process starts (``port=0`` has no find-a-free-port race), a sandboxed gateway in
 its own network namespace stays reachable, and readiness needs no polling: a request sent
 right away waits in the socket's backlog until the gateway accepts it.
@@ -13,7 +13,6 @@ This module is the public face; the parts live beside it: `config` (the options)
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -25,18 +24,11 @@ from typing import Any, Literal
 
 import anyio
 
-from .._errors import GatewayStartError, InvalidStateError, SandboxUnavailableError
+from .._errors import GatewayStartError, InvalidStateError
 from ._cgroups import CgroupLimits, GatewayCgroups, cgroup_support, nproc_limited
 from ._env import kernel_env
 from ._launch import DirectLauncher, Launch, Launcher, SrtLauncher
-from ._state import (
-    TENANT_KERNEL_INTERFACES,
-    TENANT_STATE_DIR_NAME,
-    TenantView,
-    create_state_dir,
-    remove_state_dir,
-    write_kernelspec,
-)
+from ._state import create_state_dir, remove_state_dir, tenant_view, write_kernelspec
 from ._supervisor import LOG_TAIL_LINES, GatewayRestart, State, Supervisor
 from .config import DEFAULT_STARTUP_TIMEOUT_SECONDS, GatewayConfig
 
@@ -48,7 +40,7 @@ _LISTEN_BACKLOG = 128
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 # -I: the gateway's imports come from the installation only; a json.py or sitecustomize.py in
 # the working directory (or on PYTHONPATH, which kernels need for %pip packages) cannot shadow them.
-_GATEWAY_MODULE = [sys.executable, "-I", "-m", "kernelbox._child.gateway_app"]
+_GATEWAY_MODULE = [sys.executable, "-I", "-m", "kernelbox._child.gateway"]
 
 
 def _bind_listening_socket(host: str, port: int) -> socket.socket:
@@ -161,7 +153,8 @@ class KernelGateway:
             `host` and `port` (e.g. one passed by systemd socket activation). The gateway
             does not close it on `stop()`; it stays the caller's.
 
-    The options are validated into a `GatewayConfig` (``.config``) before anything starts.
+    The options are validated into a `GatewayConfig` (``.config``) before anything starts;
+    `from_config` starts from such a config instead.
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or an invalid value (e.g.
@@ -242,6 +235,26 @@ class KernelGateway:
         self._supervisor: Supervisor | None = None
         self._stopped = anyio.Event()
         self._state: State = "new"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        *,
+        on_restart: Callable[[GatewayRestart], object] | None = None,
+        listen_socket: socket.socket | None = None,
+    ) -> KernelGateway:
+        """A gateway with the options of `config` (``KernelGateway(**config.arguments())``).
+
+        With `listen_socket`, the socket's address replaces ``config.host`` and ``config.port``,
+        as with the constructor.
+
+        Raises:
+            TypeError: `config` is not a `GatewayConfig`, or as the constructor.
+        """
+        if not isinstance(config, GatewayConfig):
+            raise TypeError(f"config must be a GatewayConfig, not {type(config).__name__}")
+        return cls(**config.arguments(), on_restart=on_restart, listen_socket=listen_socket)
 
     # -- options, as attributes (read-only views of `config`) -----------------------------
 
@@ -414,9 +427,9 @@ class KernelGateway:
         env["KG_AUTH_TOKEN"] = self.token
         # Rewritten for every (re)start, so a changed file never outlives a restart.
         env["JUPYTER_PATH"] = str(
-            write_kernelspec(self._state_dir, self.config.kernel_memory_limit, tenants=self._tenant_view())
+            write_kernelspec(self._state_dir, self.config.kernel_memory_limit, tenants=tenant_view(self.config, self._state_dir))
         )
-        command = [*_GATEWAY_MODULE, json.dumps(self.config.gateway_app_options())]
+        command = [*_GATEWAY_MODULE, self.config.process_argument()]
         launch = self._launcher.prepare(
             command, env=env, working_dir=self.config.resolved_working_dir, state_dir=self._state_dir
         )
@@ -425,29 +438,6 @@ class KernelGateway:
         if self._nproc_limit is not None:
             argv = nproc_limited(argv, self._nproc_limit, launch.uid)
         return Launch(argv, launch.env, launch.protect_from_oom)
-
-    def _tenant_view(self) -> TenantView | None:
-        """What each kernel of an ``isolate_kernels`` gateway is given (None otherwise)."""
-        if not self.config.isolate_kernels:
-            return None
-        from .._child._hardening import MIN_FILESYSTEM_ABI, landlock_abi
-        from ..sandbox.view import view_read_paths
-
-        if sys.platform.startswith("linux") and landlock_abi() < MIN_FILESYSTEM_ABI:
-            raise SandboxUnavailableError(
-                f"isolate_kernels needs Landlock ABI {MIN_FILESYSTEM_ABI} (Linux 5.19 or later, "
-                f"with Landlock enabled: lsm= on the kernel command line), and this kernel has "
-                f"ABI {landlock_abi()}; run without isolate_kernels, or one gateway per tenant"
-            )
-        if not sys.platform.startswith("linux"):
-            raise SandboxUnavailableError("isolate_kernels needs Linux (Landlock)")
-        assert self._state_dir is not None
-        return TenantView(
-            working_root=self.config.resolved_working_dir,
-            state_root=self._state_dir / TENANT_STATE_DIR_NAME,
-            read_only=(*view_read_paths(self.config.read_paths), *TENANT_KERNEL_INTERFACES),
-            read_write=self.config.write_paths,
-        )
 
     async def join(self) -> None:
         """Wait until the gateway is stopped for good: by `stop()`, or by a failure.

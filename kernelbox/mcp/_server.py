@@ -33,7 +33,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,11 +53,11 @@ from pydantic import Field
 
 from .._errors import InvalidStateError, KernelboxError, KernelDiedError
 from .._net import is_loopback_host
-from .._options import parse_env_assignments
 from .._terminal import neutralise_controls
 from ..client._results import ExecutionResult
 from ..client.kernel_client import KernelClient
 from ..client.transfer import ALLOW_OUTSIDE_HINT, FileTransferError
+from ..gateway.config import GatewayConfig
 from ..gateway.gateway import KernelGateway
 from ..integrations.tool import CodeOutcome, run_code
 from ._auth import TOKEN_ENV, BearerTokenMiddleware, check_token, generate_token, remove_token_file, write_token_file
@@ -87,36 +87,31 @@ the kernel's working directory can be written with upload_file and read with dow
 Use interrupt_kernel to stop a long-running execution."""
 
 
+def _loopback_gateway(options: Mapping[str, Any] | None = None) -> GatewayConfig:
+    """The config of the server's own gateway: the gateway `options` among a command's options
+    (see `GatewayConfig.from_options`), on the loopback and a port of its own; the MCP server's
+    own ``host`` and ``port`` options are never the gateway's."""
+    return GatewayConfig.from_options({"log_level": "WARNING", **(options or {})}, host="127.0.0.1", port=0)
+
+
 @dataclass
 class McpOptions:
     """How the server gets its kernel.
 
     Attributes:
-        sandbox: run the gateway and kernels inside the OS sandbox.
-        sandbox_config: sandbox preset name or settings file.
-        working_dir: the kernels' working directory (file paths are relative to it).
-        env: variables injected into the kernel's environment.
+        gateway: the gateway the server starts (its kernels' working directory, sandbox,
+            environment, ...; see `KernelGateway`); built by `_loopback_gateway`, it listens on
+            the loopback only. Unused with `connection_file`.
         images_dir: where images are saved.
         max_output_bytes: text output kept per execution; None: no limit.
         connection_file: use the gateway of a running ``kernelbox serve --connection-file``
             instead of starting one.
-        log_level: the gateway's log level.
-        sandbox_user, memory_limit, pids_limit, read_paths, write_paths: as for `KernelGateway`.
     """
 
-    sandbox: bool = False
-    sandbox_config: str | None = None
-    working_dir: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    gateway: GatewayConfig = field(default_factory=_loopback_gateway)
     images_dir: Path = field(default_factory=lambda: Path("images"))
     max_output_bytes: int | None = DEFAULT_MAX_OUTPUT_BYTES
     connection_file: Path | None = None
-    log_level: str = "WARNING"
-    sandbox_user: str | None = None
-    memory_limit: int | None = None
-    pids_limit: int | None = None
-    read_paths: tuple[Path, ...] = ()
-    write_paths: tuple[Path, ...] = ()
 
 
 class KernelRuntime:
@@ -159,13 +154,7 @@ class KernelRuntime:
             )
         else:
             if self._gateway is None:  # kept when only the kernel failed to start last time
-                gateway = KernelGateway(
-                    host="127.0.0.1", port=0, sandbox=options.sandbox, sandbox_config=options.sandbox_config,
-                    log_level=options.log_level, env=options.env, working_dir=options.working_dir,
-                    sandbox_user=options.sandbox_user, memory_limit=options.memory_limit,
-                    pids_limit=options.pids_limit, read_paths=options.read_paths,
-                    write_paths=options.write_paths,
-                )
+                gateway = KernelGateway.from_config(options.gateway)
                 await gateway.start()
                 self._gateway = gateway
             client = KernelClient(
@@ -451,7 +440,7 @@ async def serve(
             listener = socket.create_server((host.strip("[]"), port), family=_family(host))
             url = f"http://{host}:{listener.getsockname()[1]}/mcp"
             http_server = _http_server(server, host, bearer)
-            if hasattr(os, "geteuid") and os.geteuid() == 0 and not options.sandbox \
+            if hasattr(os, "geteuid") and os.geteuid() == 0 and not options.gateway.sandbox \
                     and options.connection_file is None:
                 logger.warning("Serving MCP over HTTP as root without --sandbox: anyone holding the "
                                "token runs code as root on this machine")
@@ -507,43 +496,39 @@ def _http_server(server: MCPServer, host: str, token: str) -> Any:
     return Server(uvicorn.Config(app, log_level="warning"))
 
 
+# Options that configure the server's own gateway, which --connection-file replaces.
+_GATEWAY_OPTIONS = ("sandbox", "sandbox_config", "env", "working_dir")
+
+
 def _options_from_args(args: argparse.Namespace) -> McpOptions:
-    if args.connection_file is not None and (args.sandbox or args.sandbox_config or args.env or args.working_dir):
+    given = vars(args)  # gateway options are present only when given (`kernelbox._options`)
+    if args.connection_file is not None and any(name in given for name in _GATEWAY_OPTIONS):
         raise SystemExit("kernelbox mcp: --connection-file uses a running gateway; its --sandbox, "
                          "--sandbox-config, --env and --working-dir are set where it was started")
-    working_dir = Path(args.working_dir).resolve() if args.working_dir else None
+    gateway = _loopback_gateway(given)
     # Desktop agents often start servers in "/": keep images beside the work, not there.
-    images_dir = args.images_dir or (working_dir or Path.cwd()) / "images"
+    images_dir = args.images_dir or gateway.resolved_working_dir / "images"
     return McpOptions(
-        sandbox=args.sandbox,
-        sandbox_config=args.sandbox_config,
-        working_dir=working_dir,
-        env=parse_env_assignments(args.env),
+        gateway=gateway,
         images_dir=images_dir.absolute(),  # not resolved: opened at write time (KernelClient)
         max_output_bytes=args.max_output_bytes if args.max_output_bytes > 0 else None,
         connection_file=args.connection_file,
-        log_level=args.log_level,
-        sandbox_user=args.sandbox_user,
-        memory_limit=args.memory_limit,
-        pids_limit=args.pids_limit,
-        read_paths=tuple(Path(path) for path in args.read_paths),
-        write_paths=tuple(Path(path) for path in args.write_paths),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """``kernelbox mcp``: parse-time arguments in, exit status out. Logs go to stderr only:
     on stdio, stdout carries the protocol."""
-    options = _options_from_args(args)
     # Read and removed at once, so the gateway and kernels started from here never inherit it.
     token = os.environ.pop(TOKEN_ENV, None)
     logger.setLevel(logging.INFO)  # the "Serving ... at URL" line, on stderr
     try:
+        options = _options_from_args(args)  # bad gateway options: ValueError or TypeError
         anyio.run(lambda: serve(options, transport=args.transport, host=args.host, port=args.port,
                                 token=token, token_file=args.token_file))
     except KeyboardInterrupt:
         return 130
-    except (KernelboxError, ValueError, OSError) as exc:
+    except (KernelboxError, ValueError, TypeError, OSError) as exc:
         print(f"kernelbox mcp: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, KernelboxError) else 2
     return 0

@@ -206,7 +206,7 @@ def prepare_sandbox(
 
     Args:
         command: the command to run inside, e.g.
-            ``[sys.executable, "-m", "kernelbox._child.gateway_app"]``. Pass the listening socket as
+            ``[sys.executable, "-m", "kernelbox._child.gateway"]``. Pass the listening socket as
             the spawned process's stdin; srt hands it on.
         config: see `load_sandbox_settings`.
         srt_path: see `find_srt`.

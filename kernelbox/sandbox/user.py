@@ -48,7 +48,7 @@ SANDBOX_USER_ENV_VAR = "KERNELBOX_SANDBOX_USER"
 _CHECK_TIMEOUT_SECONDS = 30.0
 _USERADD = "useradd --system --no-create-home --shell /usr/sbin/nologin {name}"
 # What the gateway imports: if the user can import these, it can run the gateway.
-_IMPORT_PROBE = "import kernelbox._child.gateway_app, ipykernel.kernelapp"
+_IMPORT_PROBE = "import kernelbox._child.gateway.app, ipykernel.kernelapp"
 _interpreters_checked: set[tuple[int, str]] = set()
 
 

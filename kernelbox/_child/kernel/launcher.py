@@ -1,10 +1,10 @@
 """Kernel launcher: hardens the process, applies the kernel's limits, then starts ipykernel.
 
 The ``python3`` kernelspec of every kernelbox gateway runs
-``python -P -m kernelbox._child.kernel_launcher [--memory-limit BYTES] --connection-info-stdin
+``python -P -m kernelbox._child.kernel [--memory-limit BYTES] --connection-info-stdin
 -f {connection_file}`` (see `kernelbox.gateway._state`). In order:
 
-1. **Hardening, before anything secret exists in this process** (`kernelbox._child._hardening`):
+1. **Hardening, before anything secret exists in this process** (`kernelbox._child.kernel.hardening`):
    ``oom_score_adj`` 1000 (under a memory limit a kernel is killed, not the gateway or srt),
    then undumpable, then a Landlock domain of its own, so neither a sibling kernel nor this
    kernel's code can reach the other kernels' memory, environment or descriptors.
@@ -20,7 +20,7 @@ The ``python3`` kernelspec of every kernelbox gateway runs
    its own. With the kernel id the gateway adds to the connection info, it creates and enters
    ``<working_root>/<id>``, points ``HOME``, ``TMPDIR``, ``IPYTHONDIR``, ``MPLCONFIGDIR``,
    ``JUPYTER_RUNTIME_DIR`` and ``PIP_TARGET`` into ``<state_root>/<id>``, and enters a second
-   Landlock layer (`kernelbox._child._hardening.restrict_filesystem`) that lets it and its
+   Landlock layer (`kernelbox._child.kernel.hardening.restrict_filesystem`) that lets it and its
    children read only the view file's ``read_only`` paths and write only those two
    directories and ``read_write``. The view file lies in the kernelspec directory, which
    kernels cannot write. A restarted kernel (same id) gets the same directories back.
@@ -38,7 +38,7 @@ import resource
 import sys
 from typing import Any, cast
 
-from kernelbox._child._hardening import (
+from kernelbox._child.kernel.hardening import (
     LandlockUnavailableError,
     enter_own_landlock_domain,
     make_undumpable,
@@ -196,6 +196,3 @@ def _start_private_kernel(info: dict[str, Any]) -> None:
     app.initialize()
     app.start()
 
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ Runs in the gateway process. `KernelWebsocketConnection` extends Jupyter Server'
   framing (Jupyter Server's ``select_subprotocol``; Kernel Gateway's handler inherits it), where
   ZMQ frames pass through untouched. The legacy JSON text format is spliced from the raw
   frames instead of being parsed and re-encoded (`splice_json_message`).
-- **Bounded stream messages** on both formats (`split_stream_message`, `split_stream_frames`).
+- **Bounded stream messages** on both formats (`split_stream_message`, `split_stream_frames`, in `kernelbox._child.gateway.framing`).
 - **Batched writes.** Messages queued in one event-loop turn go to the socket in one write
   (`KernelWebsocketConnection.write_message`): one TCP segment and one wake-up of the client
   for what the kernel sent together.
@@ -34,22 +34,33 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import hmac
 import json
-import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
-from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
-from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketProtocol13
 
-from kernelbox._child.activity import IOPubStream
+from kernelbox._child.gateway._upstream import (
+    ConnectionInternals,
+    offline_buffer_session,
+    prepend_offline_messages,
+    utcnow,
+    websocket_compresses,
+    write_websocket_bytes,
+)
+from kernelbox._child.gateway.activity import IOPubStream
+from kernelbox._child.gateway.framing import (
+    splice_json_message,
+    split_stream_frames,
+    split_stream_message,
+    websocket_frame,
+)
+from kernelbox._child.gateway.primed import PrimedChannels
+from kernelbox._child.gateway.registry import KernelRegistry, ReplayWindow
 
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 MAX_STREAM_MESSAGE_CHARS = 256 * 1024
@@ -59,19 +70,11 @@ MAX_STREAM_MESSAGE_CHARS = 256 * 1024
 REPLAY_WINDOW_BYTES = 16 * 1024 * 1024
 # ``?replay=sent`` on the WebSocket URL: the client drops repeated msg_ids (see above).
 REPLAY_ARGUMENT, REPLAY_SENT = "replay", "sent"
-# Set by `prime_pooled_kernel` on a pooled kernel's manager: a `PrimedChannels`.
-PRIMED_ATTRIBUTE = "kernelbox_primed"
-CHANNELS = ("shell", "control", "stdin", "iopub")
-# Set by the pool on a handed-out kernel's manager: called once that kernel's first shell
-# reply other than ``kernel_info_reply`` (normally its first ``execute_reply``) has been
-# written to a client (the pool then starts a replacement).
-POOL_REFILL_ATTRIBUTE = "kernelbox_pool_refill"
 # Queued messages are joined into writes of at most about this many bytes.
 WRITE_BATCH_BYTES = 1024 * 1024
-_WINDOW_KEY = "kernelbox_sent"  # in Jupyter Server's per-kernel buffer record
 
 
-class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
+class KernelWebsocketConnection(ConnectionInternals):
     """Kernel WebSocket connection; see the module docstring."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -86,35 +89,41 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     # -- connection set-up ----------------------------------------------------------------
 
-    async def _register_session(self) -> None:
+    @property
+    def registry(self) -> KernelRegistry:
+        """What the pool and the kernel's connections pass each other (`PooledKernelManager`)."""
+        registry: KernelRegistry = self.multi_kernel_manager.registry
+        return registry
+
+    async def prepare(self) -> None:
         # A client reconnecting after a silent network death finds its old connection still
-        # open. Stock Jupyter Server only asks the old socket to close, so the old connection
-        # keeps taking messages and writing them to a dead socket until that close completes,
-        # and the new one starts fresh: both lose output. Retire it now, so it starts
-        # buffering (with its replay window) before this connection looks for the buffer.
-        stale = self._open_sessions.get(f"{self.kernel_id}:{self.session.session}")
+        # open. Stock Jupyter Server only asks the old socket to close (registering the
+        # session, the first step of its prepare()), so the old connection keeps taking
+        # messages and writing them to a dead socket until that close completes, and the new
+        # one starts fresh: both lose output. Retire it now, so it starts buffering (with its
+        # replay window) before this connection looks for the buffer.
+        stale = self.open_session_handler(f"{self.kernel_id}:{self.session.session}")
         connection = getattr(stale, "connection", None)
         if isinstance(connection, KernelWebsocketConnection) and stale is not None:
             connection.disconnect()
             stale.close()
-        await super()._register_session()
+        await super().prepare()
 
     def connect(self) -> Any:
         # Set here, not in WebSocketHandler.get: get() only returns when the socket closes.
         self.websocket_handler.set_nodelay(True)
         self._replay_sent = self.websocket_handler.get_argument(REPLAY_ARGUMENT, "") == REPLAY_SENT
-        buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
-        if buffered and buffered["session_key"] == self.session_key:
-            window = buffered.pop(_WINDOW_KEY, ())
-            if self._replay_sent:
-                buffered["buffer"][:0] = window
+        window = self.registry.replay_windows.pop(self.kernel_id, None)
+        if offline_buffer_session(self.multi_kernel_manager, self.kernel_id) == self.session_key:
+            if self._replay_sent and window is not None and window.session_key == self.session_key:
+                prepend_offline_messages(self.multi_kernel_manager, self.kernel_id, window.messages)
             # The buffered channels are connected and subscribed already: nudging them would
             # only delay the replay and swallow an iopub message (stock nudge consumes one).
             self._skip_nudge = not self.multi_kernel_manager.ports_changed(self.kernel_id)
         return super().connect()
 
     def create_stream(self) -> None:
-        primed: PrimedChannels | None = self.kernel_manager.__dict__.pop(PRIMED_ATTRIBUTE, None)
+        primed = self.registry.primed.pop(self.kernel_id, None)
         if primed is None or not primed.usable():
             if primed is not None:
                 primed.close()
@@ -179,9 +188,8 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             return None
         self._disconnected = True
         result = super().disconnect()
-        buffered = self.multi_kernel_manager._kernel_buffers.get(self.kernel_id)
-        if buffered and buffered["session_key"] == self.session_key and self._sent:
-            buffered[_WINDOW_KEY] = list(self._sent)
+        if self._sent and offline_buffer_session(self.multi_kernel_manager, self.kernel_id) == self.session_key:
+            self.registry.replay_windows[self.kernel_id] = ReplayWindow(self.session_key, list(self._sent))
         self._sent.clear()
         return result
 
@@ -196,7 +204,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if self._replay_sent:
             self._remember(channel, outgoing_msg)
         refill = None
-        if channel == "shell" and POOL_REFILL_ATTRIBUTE in self.kernel_manager.__dict__:
+        if channel == "shell" and self.kernel_id in self.registry.pool_refills:
             refill = self._pool_refill(outgoing_msg)
         self._forward(stream, channel, outgoing_msg)
         if refill is not None:
@@ -216,8 +224,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             msg_type = None
         if msg_type == "kernel_info_reply":
             return None
-        refill: Callable[[], None] = self.kernel_manager.__dict__.pop(POOL_REFILL_ATTRIBUTE)
-        return refill
+        return self.registry.pool_refills.pop(self.kernel_id)
 
     def _forward(self, stream: Any, channel: str | None, outgoing_msg: list[Any]) -> None:
         if self.subprotocol == V1_SUBPROTOCOL or not self._json_passthrough():
@@ -270,7 +277,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if protocol is None or protocol.is_closing():
             self.log.debug("Kernel %s WebSocket closed; %d messages not written", self.kernel_id, len(batch))
             return
-        if not isinstance(protocol, WebSocketProtocol13) or protocol._compressor is not None:
+        if not isinstance(protocol, WebSocketProtocol13) or websocket_compresses(protocol):
             for message, binary in batch:
                 self._write_one(message, binary)
             return
@@ -288,7 +295,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     def _write_frames(self, protocol: WebSocketProtocol13, frames: list[bytes]) -> None:
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         try:
-            written = protocol.stream.write(data)
+            written = write_websocket_bytes(protocol, data)
         except StreamClosedError:
             self.log.debug("Kernel %s WebSocket closed; %d messages not written", self.kernel_id, len(frames))
             return
@@ -317,7 +324,7 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             _channel, old = self._sent.popleft()
             self._sent_bytes -= sum(len(part) for part in old)
 
-    def _on_zmq_reply(self, stream: Any, msg_or_list: Any) -> None:
+    def on_zmq_reply(self, stream: Any, msg_or_list: Any) -> None:
         if isinstance(msg_or_list, list):  # the binary subprotocol: frames after the signature
             parts = split_stream_frames(
                 msg_or_list, MAX_STREAM_MESSAGE_CHARS, self.session.pack, self.session.unpack
@@ -325,185 +332,9 @@ class KernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         else:
             parts = split_stream_message(msg_or_list, MAX_STREAM_MESSAGE_CHARS)
         for part in parts:
-            super()._on_zmq_reply(stream, part)
-
-
-def websocket_frame(payload: bytes, binary: bool) -> bytes:
-    """One unmasked, final, uncompressed WebSocket frame (RFC 6455 section 5.2), server to client.
-
-    `binary` chooses the opcode: 0x2 (binary) or 0x1 (text; `payload` must be UTF-8).
-    """
-    first = 0x82 if binary else 0x81
-    length = len(payload)
-    if length < 126:
-        head = struct.pack("!BB", first, length)
-    elif length <= 0xFFFF:
-        head = struct.pack("!BBH", first, 126, length)
-    else:
-        head = struct.pack("!BBQ", first, 127, length)
-    return head + payload
+            super().on_zmq_reply(stream, part)
 
 
 def _retrieve_exception(future: Any) -> None:
     if not future.cancelled():
         future.exception()  # a write cut off by the close: expected, and replayed on reconnect
-
-
-def splice_json_message(frames: list[bytes], channel: str, header: dict[str, Any]) -> bytes:
-    """The legacy JSON text of a message, built from its packed frames without re-encoding.
-
-    Gives what Jupyter Server's ``_reserialize_reply`` gives (``header``, ``msg_id``,
-    ``msg_type``, ``parent_header``, ``metadata``, ``content``, ``buffers``, ``channel``) for a
-    message without binary buffers; `header` is ``frames[0]`` parsed. The keys this function owns come after the kernel's frames: JSON parsers keep the last of
-    duplicate keys, so a malformed frame cannot replace them.
-    """
-    tail = _json_tail(channel, header.get("msg_id"), header.get("msg_type"))
-    return b"".join((
-        b'{"header":', frames[0], b',"parent_header":', frames[1], b',"metadata":', frames[2],
-        b',"content":', frames[3], tail,
-    ))
-
-
-def _json_tail(channel: str, msg_id: Any, msg_type: Any) -> bytes:
-    return (
-        f',"msg_id":{json.dumps(msg_id)},"msg_type":{json.dumps(msg_type)},"buffers":[],'
-        f'"channel":{json.dumps(channel)}}}'
-    ).encode()
-
-
-def split_stream_message(msg: Any, max_chars: int) -> list[Any]:
-    """Split a deserialized ``stream`` message whose text is longer than `max_chars`.
-
-    The pieces keep the parent and get the ids ``<msg_id>.0``, ``<msg_id>.1``, ... (unique and
-    the same on every replay, so a client can drop repeats by ``msg_id``).
-    """
-    if not isinstance(msg, dict) or msg.get("msg_type") != "stream":
-        return [msg]
-    text = msg.get("content", {}).get("text", "")
-    if len(text) <= max_chars:
-        return [msg]
-    parts = []
-    for index, start in enumerate(range(0, len(text), max_chars)):
-        header = dict(msg["header"], msg_id=f"{msg['header']['msg_id']}.{index}")
-        content = dict(msg["content"], text=text[start : start + max_chars])
-        parts.append(dict(msg, header=header, msg_id=header["msg_id"], content=content))
-    return parts
-
-
-def split_stream_frames(frames: list[bytes], max_chars: int, pack: Any, unpack: Any) -> list[list[bytes]]:
-    """`split_stream_message` for raw frames ``[header, parent, metadata, content, *buffers]``.
-
-    Only a content frame longer than `max_chars` bytes can hold that many characters (JSON
-    never takes fewer bytes than characters), so every other message passes unparsed.
-    """
-    if len(frames) < 4 or len(frames[3]) <= max_chars:
-        return [frames]
-    header = unpack(frames[0])
-    if header.get("msg_type") != "stream":
-        return [frames]
-    content = unpack(frames[3])
-    text = content.get("text", "")
-    if len(text) <= max_chars:
-        return [frames]
-    return [
-        [
-            pack(dict(header, msg_id=f"{header['msg_id']}.{index}")),
-            frames[1],
-            frames[2],
-            pack(dict(content, text=text[start : start + max_chars])),
-            *frames[4:],
-        ]
-        for index, start in enumerate(range(0, len(text), max_chars))
-    ]
-
-
-@dataclass
-class PrimedChannels:
-    """A pooled kernel's channels, connected while it waited, and its ``kernel_info`` reply.
-
-    `streams` maps ``"shell"``, ``"control"``, ``"stdin"`` and ``"iopub"`` to open streams; shell,
-    control and stdin share the routing `identity` (the kernel sends ``input_request`` on stdin
-    to the identity the ``execute_request`` came from). `reply` is the kernel's
-    ``kernel_info_reply`` as a message dict. `kernel_running` says whether the kernel process is
-    running now (not exited, stopped or a zombie).
-    """
-
-    streams: dict[str, Any]
-    identity: bytes
-    reply: dict[str, Any]
-    kernel_running: Callable[[], bool]
-
-    def usable(self) -> bool:
-        return all(not stream.closed() for stream in self.streams.values())
-
-    def take(self) -> dict[str, Any]:
-        """The streams for a WebSocket connection, emptied of what came while they waited."""
-        for name, stream in self.streams.items():
-            stream.channel = name
-            stream.discard_pending()  # what came since the loop last read the socket
-        streams, self.streams = self.streams, {}
-        return streams
-
-    def close(self) -> None:
-        for stream in self.streams.values():
-            if not stream.closed():
-                stream.close()
-        self.streams = {}
-
-
-async def prime_pooled_kernel(
-    kernel_manager: Any, timeout: float, kernel_running: Callable[[], bool], retry_seconds: float = 0.2
-) -> None:
-    """Wait until a pooled kernel answers, and connect the channels of its first WebSocket.
-
-    Opens the kernel's four channels and sends ``kernel_info_request`` on the shell channel
-    (again every `retry_seconds`) until the reply has come *and* the iopub socket has received
-    a message, which proves its subscription is live (ZMQ subscriptions take effect
-    asynchronously). The reply is cached where Jupyter Server looks for it
-    (``kernel_manager._kernel_info_future``), and the channels and reply are kept as
-    `PrimedChannels` for `KernelWebsocketConnection.create_stream`.
-
-    Raises:
-        TimeoutError: no reply and iopub message within `timeout` seconds.
-    """
-    session = kernel_manager.session
-    loop = asyncio.get_running_loop()
-    info: asyncio.Future[dict[str, Any]] = loop.create_future()
-    heard: asyncio.Future[Any] = loop.create_future()
-
-    def on_shell(msg_list: list[bytes]) -> None:
-        _idents, parts = session.feed_identities(msg_list)
-        message = session.deserialize(parts)
-        if message["msg_type"] == "kernel_info_reply" and not info.done():
-            info.set_result(message)
-
-    def on_iopub(_msg_list: list[bytes]) -> None:
-        if not heard.done():
-            heard.set_result(None)
-
-    identity = uuid.uuid4().hex.encode()
-    streams = {
-        name: getattr(kernel_manager, "connect_" + name)(identity=None if name == "iopub" else identity)
-        for name in CHANNELS
-    }
-    primed = PrimedChannels(streams, identity, {}, kernel_running)
-    streams["shell"].on_recv(on_shell)
-    streams["iopub"].on_recv(on_iopub)
-    try:
-        async with asyncio.timeout(timeout):
-            while not (info.done() and heard.done()):
-                session.send(streams["shell"], "kernel_info_request")
-                await asyncio.wait([info, heard], timeout=retry_seconds)
-    except BaseException:
-        primed.close()
-        raise
-    # Replies to the retried requests and their iopub status messages that come later stay
-    # queued in the sockets; `PrimedChannels.take` drops them.
-    for stream in streams.values():
-        stream.stop_on_recv()
-    reply = info.result()
-    primed.reply = {key: reply[key] for key in ("header", "metadata", "content")}
-    cached: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-    cached.set_result(reply["content"])
-    kernel_manager._kernel_info_future = cached
-    setattr(kernel_manager, PRIMED_ATTRIBUTE, primed)

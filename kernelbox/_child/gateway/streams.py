@@ -1,11 +1,12 @@
 """`LeanStream`: pyzmq's ``ZMQStream`` with fewer event-loop turns per message.
 
 Runs in the gateway process, for every kernel channel the kernel manager connects (see
-``SettlingKernelManager.connect_*`` in `kernelbox._child.gateway_app`). Stock ``ZMQStream``
+``SettlingKernelManager.connect_*`` in `kernelbox._child.gateway.kernel_manager`). Stock ``ZMQStream``
 (``zmq/eventloop/zmqstream.py``) receives one message per readiness event and then schedules
 another loop turn if more are queued; and it never sends at once: ``send_multipart`` queues the
 message, asks the loop for ``POLLOUT`` and sends on a later turn. Per ``1+1`` that was a third
-of the gateway's event-loop turns. Here:
+of the gateway's event-loop turns. Here (pyzmq's private steps renamed by
+`kernelbox._child.gateway._upstream.StreamInternals`):
 
 - **send**: when nothing is queued and no send callback is set, the message goes straight to
   the socket (``NOBLOCK``); only a full socket (``zmq.Again``, at the high-water mark) falls back
@@ -28,6 +29,8 @@ import zmq
 from tornado.log import gen_log
 from zmq.eventloop.zmqstream import ZMQStream
 
+from kernelbox._child.gateway._upstream import StreamInternals
+
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 
 # Messages one readiness event may read before other sockets get a turn.
@@ -39,7 +42,7 @@ DISCARD_LIMIT = 100_000
 _Stream = TypeVar("_Stream", bound="LeanStream")
 
 
-class LeanStream(ZMQStream):
+class LeanStream(StreamInternals):
     """A ``ZMQStream`` that sends at once when it can and reads a batch per event (module doc)."""
 
     @classmethod
@@ -62,8 +65,8 @@ class LeanStream(ZMQStream):
         callback: Any = None,
         **kwargs: Any,
     ) -> None:
-        if callback is None and self._send_callback is None and not kwargs and self.socket is not None \
-                and self._send_queue.empty():
+        if callback is None and not self.send_callback_set and not kwargs and self.socket is not None \
+                and not self.sending():
             try:
                 # A multipart message is atomic: only its first frame can meet zmq.Again.
                 self.socket.send_multipart(msg, flags | zmq.NOBLOCK, copy=copy, track=track)
@@ -83,7 +86,7 @@ class LeanStream(ZMQStream):
         its own sends; this does the same (and schedules a read if one is due).
         """
         if self.socket is not None:
-            self._rebuild_io_state()
+            self.rebuild_io_state()
 
     def discard_pending(self) -> int:
         """Read and drop what the socket has queued (each passed to `_discarded`); how many."""
@@ -101,54 +104,54 @@ class LeanStream(ZMQStream):
     def _discarded(self, msg: list[bytes]) -> None:
         """One message dropped unread by `discard_pending` (subclasses may record it)."""
 
-    def _handle_events(self, fd: Any, events: Any) -> None:
+    def on_io_events(self, fd: Any, events: Any) -> None:
         socket = self.socket
         if not socket:
-            return super()._handle_events(fd, events)  # logs it
+            return super().on_io_events(fd, events)  # logs it
         try:
             zmq_events = _events(socket)
         except zmq.ZMQError:
-            return super()._handle_events(fd, events)  # the stock checks and logs
+            return super().on_io_events(fd, events)  # the stock checks and logs
         try:
-            if zmq_events & _POLLIN and self._recv_callback is not None:
-                self._handle_recv()
+            if zmq_events & _POLLIN and self.receiving():
+                self.on_readable()
                 if not self.socket:
                     return None
             if zmq_events & _POLLOUT and self.sending():
-                self._handle_send()
+                self.handle_writable()
                 if not self.socket:
                     return None
-            self._rebuild_io_state()
+            self.rebuild_io_state()
         except Exception:
             gen_log.error("Uncaught exception in zmqstream callback", exc_info=True)
             raise
         return None
 
-    def _update_handler(self, state: int) -> None:
+    def on_io_state(self, state: int) -> None:
         socket = self.socket
         if socket is None:
             return
         if int(state) & _events(socket):
             # Events the edge-triggered descriptor will not signal again: handle them next turn.
-            self.io_loop.add_callback(lambda: self._handle_events(self.socket, 0))
+            self.io_loop.add_callback(lambda: self.on_io_events(self.socket, 0))
 
-    def _handle_recv(self) -> None:
+    def on_readable(self) -> None:
         # The first message is read even without a callback (and dropped), as stock
         # ZMQStream does: flush() relies on it to empty the socket.
         for index in range(RECEIVE_BATCH):
-            if self._flushed or self.socket is None or (index and self._recv_callback is None):
+            if self.flushed or self.socket is None or (index and not self.receiving()):
                 return
             try:
-                msg = self.socket.recv_multipart(zmq.NOBLOCK, copy=self._recv_copy)
+                msg = self.socket.recv_multipart(zmq.NOBLOCK, copy=self.recv_copy)
             except zmq.Again:
                 return  # drained (or the state changed since the poll event)
             self._received(msg)
 
     def _received(self, msg: list[Any]) -> None:
         """One message read: pass it to the callback (subclasses do more first)."""
-        callback = self._recv_callback
+        callback = self.recv_callback
         if callback is not None:
-            self._run_callback(callback, msg)
+            self.run_callback(callback, msg)
 
 
 def _events(socket: zmq.Socket[Any]) -> int:

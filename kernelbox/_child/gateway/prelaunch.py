@@ -3,10 +3,10 @@
 A cold start is two imports in a row: the gateway process imports Jupyter Server, Kernel
 Gateway, tornado and zmq (~0.45 s) before it can start a kernel, and the kernel then imports
 and initializes ipykernel and IPython (~0.35 s). `prelaunch_kernel` runs first thing in the
-gateway process (`kernelbox._child.gateway_app`) and starts one kernel at once, so on a machine
+gateway process (`kernelbox._child.gateway.__main__`) and starts one kernel at once, so on a machine
 with two cores the two overlap; the first kernel start of the default kernelspec without its
 own ``env`` or ``path`` (the rule of `PooledKernelManager._poolable`) then takes that process
-over instead of spawning one (`kernelbox._child.gateway_app.PrelaunchedKernelProvisioner`).
+over instead of spawning one (`kernelbox._child.gateway.kernel_manager.PrelaunchedKernelProvisioner`).
 
 The kernel is started exactly as jupyter_client would start it for that request, and the
 takeover checks it: the same argv (``python3`` kernelspec found first on ``JUPYTER_PATH``,
@@ -17,7 +17,7 @@ of its own, and its connection info (ports, HMAC key, CurveZMQ key pair) as one 
 pipe as its standard input, as `PrivateConnectionKernelManager` sends it. Anything that differs
 at takeover time and the process is killed and a new one started, with a warning in the log.
 Like every kernel, its stdout and stderr are a pipe of its own, not the gateway's log pipe
-(`kernelbox._child.kernel_output`); the gateway reads it from the start, as the output of the
+(`kernelbox._child.gateway.kernel_output`); the gateway reads it from the start, as the output of the
 kernel id the process gets when it is taken over.
 
 Only the standard library and zmq (for the CurveZMQ key pair; the gateway imports it anyway)
@@ -45,7 +45,7 @@ _TRANSPORT = "tcp"
 _IP = "127.0.0.1"
 _SIGNATURE_SCHEME = "hmac-sha256"
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-# Variables the gateway process has and kernels must not see (as `gateway_app._PRIVATE_ENV`;
+# Variables the gateway process has and kernels must not see (as `app._PRIVATE_ENV`;
 # Kernel Gateway removes it) or must not inherit (jupyter_client drops it for Python kernels).
 _REMOVED_ENV = ("KG_AUTH_TOKEN", "PYTHONEXECUTABLE")
 # How long a killed pre-launched kernel may take to be reaped.
@@ -206,7 +206,7 @@ def prelaunch_kernel(environ: dict[str, str] | None = None) -> PrelaunchedKernel
 
 def connection_info_pipe(info: dict[str, Any]) -> int:
     """The read end of a pipe holding `info` as one JSON line: a kernel's standard input for
-    ``kernel_launcher --connection-info-stdin``. The caller closes it once the kernel has it."""
+    ``kernelbox._child.kernel --connection-info-stdin``. The caller closes it once the kernel has it."""
     read_end, write_end = os.pipe()
     try:
         # A few hundred bytes: far below the pipe buffer (64 KiB), so this never blocks.

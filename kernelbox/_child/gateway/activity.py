@@ -34,9 +34,9 @@ from typing import Any
 
 import zmq
 from jupyter_client.session import DELIM
-from jupyter_server._tz import utcnow
 
-from kernelbox._child.streams import LeanStream
+from kernelbox._child.gateway._upstream import utcnow
+from kernelbox._child.gateway.streams import LeanStream
 
 logger = logging.getLogger("kernelbox.gateway.activity")
 
@@ -199,8 +199,7 @@ class IOPubStream(LeanStream):
         self.io_loop.remove_handler(socket)
         self.socket = None  # type: ignore[assignment]
         self.activity.adopt_tail(IOPubStream(socket, self.io_loop, self.activity))
-        if self._close_callback:
-            self._run_callback(self._close_callback)
+        self.run_close_callback()
 
 
 def _as_bytes(msg: list[Any]) -> list[bytes]:

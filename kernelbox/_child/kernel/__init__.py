@@ -1,0 +1,1 @@
+"""The kernel process: `launcher` (hardening, limits, then ipykernel) and `hardening`."""
