@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from .._retry import Backoff, Retries
 from .._tasks import BackgroundTask
 from ._cgroups import protect_from_oom_killer
 from ._launch import Launch
+from ._processes import process_tree, reap_tree, signal_group, terminate
 
 logger = logging.getLogger("kernelbox.gateway")
 # Kernel output the gateway passes on (only while it logs at DEBUG), always logged at DEBUG.
@@ -237,7 +237,7 @@ class Supervisor:
         reachable from it (see `_kill_leftovers`).
         """
         self.last_answer = anyio.current_time()
-        self._tree = _process_tree(process.pid)
+        self._tree = process_tree(process.pid)
         if self._protect_from_oom:
             protect_from_oom_killer(process.pid)
 
@@ -252,7 +252,7 @@ class Supervisor:
         """
         signal_group(process.pid, signal.SIGKILL)
         tree, self._tree = self._tree, []
-        left = await anyio.to_thread.run_sync(_reap_tree, tree, 0, LEFTOVER_KILL_SECONDS)
+        left = await anyio.to_thread.run_sync(reap_tree, tree, 0, LEFTOVER_KILL_SECONDS)
         if left:
             logger.error("Gateway [pid %d] left processes that could not be killed: %s", process.pid, left)
 
@@ -410,9 +410,9 @@ class Supervisor:
                     )
                     self.hung_count += 1
                     # Its whole tree: an unsandboxed gateway's kernels are in sessions of their own.
-                    tree = await anyio.to_thread.run_sync(_process_tree, process.pid)
+                    tree = await anyio.to_thread.run_sync(process_tree, process.pid)
                     signal_group(process.pid, signal.SIGKILL)
-                    await anyio.to_thread.run_sync(_reap_tree, tree, 0, LEFTOVER_KILL_SECONDS)
+                    await anyio.to_thread.run_sync(reap_tree, tree, 0, LEFTOVER_KILL_SECONDS)
                     return
 
     async def _confirm_restart(self, process: anyio.abc.Process) -> None:
@@ -493,46 +493,3 @@ class Supervisor:
         self.finished.set()
         stopped, self._spawned = self._spawned, []
         return stopped
-
-
-async def terminate(process: anyio.abc.Process, timeout: float) -> None:
-    """SIGTERM the process group, wait, SIGKILL the group, then SIGKILL what is left of the tree."""
-    if process.returncode is not None:
-        return
-    tree = _process_tree(process.pid)
-    signal_group(process.pid, signal.SIGTERM)
-    with anyio.move_on_after(timeout):
-        await process.wait()
-    if process.returncode is None:
-        logger.warning("Gateway [pid %d] did not exit in %gs; killing it", process.pid, timeout)
-        signal_group(process.pid, signal.SIGKILL)
-        with anyio.move_on_after(timeout):
-            await process.wait()
-    # Kernels live in sessions of their own: give them the same time, then kill.
-    await anyio.to_thread.run_sync(_reap_tree, tree, timeout, timeout)
-
-
-def _process_tree(pid: int) -> list[psutil.Process]:
-    """The descendants of `pid` (not `pid` itself: anyio reaps it)."""
-    try:
-        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
-        return children
-    except psutil.Error:
-        return []
-
-
-def signal_group(pid: int, signum: int) -> None:
-    """Send `signum` to the process group `pid` leads; a group that is gone is not an error."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
-
-
-def _reap_tree(tree: list[psutil.Process], grace: float, timeout: float) -> list[int]:
-    """Wait up to `grace` seconds for the processes to exit, SIGKILL the rest (psutil refuses a
-    reused pid) and wait up to `timeout` seconds more; returns the pids still alive."""
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    _, alive = psutil.wait_procs(alive, timeout=timeout)
-    return [proc.pid for proc in alive]

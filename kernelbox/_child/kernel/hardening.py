@@ -178,14 +178,7 @@ def enter_own_landlock_domain() -> int:
                      ctypes.c_size_t(size), ctypes.c_uint32(0)),
         "landlock_create_ruleset",
     )
-    try:
-        _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-        _check(
-            libc.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
-            "landlock_restrict_self",
-        )
-    finally:
-        os.close(ruleset)
+    _restrict_self(libc, ruleset)
     return abi
 
 
@@ -231,6 +224,17 @@ def restrict_filesystem(
         for paths, rights in ((read_only, _FS_READ_ONLY), (devices, _FS_DEVICES), (read_write, _FS_ALL_RIGHTS)):
             for path in paths:
                 _add_path_rule(libc, ruleset, path, rights & handled)
+    except BaseException:
+        os.close(ruleset)
+        raise
+    _restrict_self(libc, ruleset)
+    return abi
+
+
+def _restrict_self(libc: ctypes.CDLL, ruleset: int) -> None:
+    """``no_new_privs`` (Landlock requires it of unprivileged callers), then enter `ruleset`'s
+    domain; the ruleset descriptor is closed either way."""
+    try:
         _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
         _check(
             libc.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
@@ -238,7 +242,6 @@ def restrict_filesystem(
         )
     finally:
         os.close(ruleset)
-    return abi
 
 
 def _add_path_rule(libc: ctypes.CDLL, ruleset: int, path: str, rights: int) -> None:
