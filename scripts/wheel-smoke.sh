@@ -45,9 +45,11 @@ unset KERNELBOX_SRT
 log "importing every module that needs no extra"
 "$BIN/python" - <<'PY'
 import importlib, pkgutil, kernelbox
-optional = ("kernelbox.mcp._server", "kernelbox.integrations.autogen", "kernelbox.integrations.langchain")
+# The MCP server's modules need the 'mcp' extra (the SDK, starlette); the adapters theirs.
+optional = ("kernelbox.integrations.autogen", "kernelbox.integrations.langchain")
 for module in pkgutil.walk_packages(kernelbox.__path__, "kernelbox."):
-    if module.name not in optional and not module.name.endswith("__main__") \
+    if module.name not in optional and not module.name.startswith("kernelbox.mcp._") \
+            and not module.name.endswith("__main__") \
             and not module.name.startswith("kernelbox._kernel_side"):
         importlib.import_module(module.name)
 assert kernelbox.__file__.startswith(__import__("sys").prefix), kernelbox.__file__
