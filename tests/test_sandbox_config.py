@@ -610,3 +610,17 @@ def test_the_schema_is_a_valid_json_schema() -> None:
 
     Draft202012Validator.check_schema(SETTINGS_SCHEMA)
     assert SETTINGS_SCHEMA["additionalProperties"] is False
+
+
+def test_a_shown_path_holding_the_working_directory_is_not_bound_over_it(tmp_path: Path) -> None:
+    """`make demo`: the working directory inside an editable checkout (a sys.path entry, so in
+    the view) was bound read-only by the checkout's own read bind, and bwrap could not start."""
+    checkout = tmp_path / "checkout"
+    work = checkout / "demo-workspace"
+    layout = SandboxLayout(
+        working_dir=work, state_dir=tmp_path / "state", settings_path=tmp_path / "state" / "s.json",
+        home_dirs=(), view=(Path("/usr"), checkout, checkout / "kernelbox"),
+    )
+    allow_read = effective_settings({}, layout)["filesystem"]["allowRead"]
+    assert str(checkout) not in allow_read
+    assert {str(work), "/usr", str(checkout / "kernelbox")} <= set(allow_read)

@@ -454,6 +454,15 @@ def effective_settings(settings: Mapping[str, Any], layout: SandboxLayout) -> di
     filesystem["allowRead"] = _unique(filesystem["allowRead"] + readable)
     if layout.view:
         filesystem["denyRead"] = _unique(["/", *filesystem["denyRead"]])
+        # With the view, srt binds each allowRead path back read-only after the writable ones:
+        # one that contains a writable directory (an editable checkout on sys.path holding the
+        # working directory) would cover it read-only. The writable directory is shown anyway.
+        write_roots = [Path(_entry_path(entry)) for entry in filesystem["allowWrite"]]
+        filesystem["allowRead"] = [
+            entry for entry in filesystem["allowRead"]
+            if not any(root != Path(_entry_path(entry)) and _is_within(root, Path(_entry_path(entry)))
+                       for root in write_roots)
+        ]
     roots = [Path(_entry_path(entry)) for entry in filesystem["allowWrite"]]
     protected = [layout.settings_path, *layout.read_only_dirs, *layout.runtime_dirs]
     read_only = [str(path) for path in protected if any(_is_within(path, r) for r in roots)]
